@@ -1,0 +1,54 @@
+"""Annealed gradient noise."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from optjax import tree
+from optjax._checks import check_nonnegative
+from optjax.core import GradientTransformation
+
+
+class AddNoiseState(NamedTuple):
+    count: jax.Array  # int32 scalar: steps taken so far
+    rng_key: jax.Array  # raw uint32 key data (checkpointable)
+
+
+def add_noise(eta: float = 0.01, gamma: float = 0.55, seed: int = 0) -> GradientTransformation:
+    r"""Add Gaussian noise whose variance anneals with the step count.
+
+        sigma_t^2 = eta / t^gamma          (t = 1, 2, ...)
+        u_t = g_t + N(0, sigma_t^2)
+
+    Example:
+        >>> tx = optjax.add_noise(eta=0.0)
+        >>> tx.update(jnp.array([1.0]), tx.init(jnp.zeros(1)))[0]   # eta = 0 adds nothing
+        Array([1.], dtype=float32)
+
+    Reference: Neelakantan et al., "Adding Gradient Noise Improves Learning for Very Deep
+    Networks", 2015, eq. 1.
+    """
+    check_nonnegative("eta", eta)
+    check_nonnegative("gamma", gamma)
+
+    def init(params):
+        del params
+        return AddNoiseState(jnp.zeros([], jnp.int32), jax.random.key_data(jax.random.key(seed)))
+
+    def update(updates, state, params=None):
+        del params
+        count = tree.safe_increment(state.count)
+        sigma = jnp.sqrt(eta / count.astype(jnp.float32) ** gamma)
+        key, sample = jax.random.split(jax.random.wrap_key_data(state.rng_key))
+        leaves, treedef = jax.tree.flatten(updates)
+        keys = jax.random.split(sample, len(leaves))
+        noisy = [
+            (g.astype(tree.compute_dtype(g.dtype)) + sigma * jax.random.normal(k, g.shape)).astype(g.dtype)
+            for g, k in zip(leaves, keys)
+        ]
+        return treedef.unflatten(noisy), AddNoiseState(count, jax.random.key_data(key))
+
+    return GradientTransformation(init, update)

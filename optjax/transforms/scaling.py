@@ -1,0 +1,71 @@
+"""Scaling by constants, learning rates and schedules."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from optjax import tree
+from optjax._checks import check_finite, check_learning_rate
+from optjax.core import EmptyState, GradientTransformation, ScalarOrSchedule, stateless
+
+
+class ScaleByScheduleState(NamedTuple):
+    count: jax.Array  # int32 scalar: steps taken so far
+
+
+def scale(step_size: float) -> GradientTransformation:
+    r"""Multiply updates by a constant: ``u_t = s g_t``.
+
+    Example:
+        >>> optjax.scale(-0.5).update(jnp.array([2.0, -4.0]), optjax.EmptyState())[0]
+        Array([-1.,  2.], dtype=float32)
+    """
+    check_finite("step_size", step_size)
+    return stateless(lambda updates, params: tree.scale(updates, step_size))
+
+
+def scale_by_schedule(step_size_fn) -> GradientTransformation:
+    r"""Multiply updates by a schedule of the step count: ``u_t = s(t) g_t``, t = 0, 1, ...
+
+    Example:
+        >>> tx = optjax.scale_by_schedule(lambda t: jnp.where(t == 0, 1.0, 0.5))
+        >>> state = tx.init(jnp.zeros(1))
+        >>> u, state = tx.update(jnp.array([6.0]), state)
+        >>> tx.update(jnp.array([6.0]), state)[0]   # s(1) = 0.5
+        Array([3.], dtype=float32)
+    """
+    if not callable(step_size_fn):
+        raise ValueError(f"step_size_fn must be callable, got step_size_fn={step_size_fn!r}")
+
+    def init(params):
+        del params
+        return ScaleByScheduleState(jnp.zeros([], jnp.int32))
+
+    def update(updates, state, params=None):
+        del params
+        step_size = jnp.asarray(step_size_fn(state.count), jnp.float32)
+        return tree.scale(updates, step_size), ScaleByScheduleState(tree.safe_increment(state.count))
+
+    return GradientTransformation(init, update)
+
+
+def scale_by_learning_rate(learning_rate: ScalarOrSchedule, *, flip_sign: bool = True):
+    r"""Scale updates by a learning rate, negated by default so that the step descends:
+    ``u_t = -lr g_t``, where lr may be a float or a schedule ``t -> lr(t)``.
+
+    Example:
+        >>> tx = optjax.scale_by_learning_rate(0.1)
+        >>> tx.update(jnp.array([2.0]), tx.init(jnp.zeros(1)))[0]
+        Array([-0.2], dtype=float32)
+    """
+    check_learning_rate("learning_rate", learning_rate)
+    sign = -1.0 if flip_sign else 1.0
+    if callable(learning_rate):
+        return scale_by_schedule(lambda count: sign * learning_rate(count))
+    return scale(sign * learning_rate)
+
+
+

@@ -1,0 +1,183 @@
+"""The few pytree helpers that transforms share: moments, bias correction, norms, casting.
+
+Numerics: decays, bias corrections and learning rates are applied in float32 at least, and each
+result is rounded once to the dtype of the tree it is stored in, so a bf16 parameter never turns a
+hyperparameter like b2 = 0.999 into 1.0.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+_INT32_MAX = jnp.iinfo(jnp.int32).max
+
+
+def _is_none(x) -> bool:
+    return x is None
+
+
+def compute_dtype(*dtypes) -> jnp.dtype:
+    """The dtype arithmetic on leaves of these dtypes runs in: the widest of them, float32 at
+    least (chosen explicitly, so it holds under strict dtype promotion too)."""
+    wide = jnp.dtype(jnp.float32)
+    for dtype in map(jnp.dtype, dtypes):
+        inexact = jnp.issubdtype(dtype, jnp.inexact)
+        if inexact and (dtype.itemsize > wide.itemsize or jnp.issubdtype(dtype, jnp.complexfloating)):
+            wide = dtype
+    return wide
+
+
+def check_same_structure(a, b, a_name: str, b_name: str) -> None:
+    """Raise ValueError naming the first path where trees ``a`` and ``b`` differ.
+
+    A None in either tree matches any subtree (it marks a leaf that is left out).
+    """
+    paths_a, def_a = jax.tree_util.tree_flatten_with_path(a, is_leaf=_is_none)
+    paths_b, def_b = jax.tree_util.tree_flatten_with_path(b, is_leaf=_is_none)
+    if def_a == def_b:
+        return
+    keys_a = [path for path, _ in paths_a]
+    keys_b = [path for path, _ in paths_b]
+    for ka, kb in zip(keys_a, keys_b):
+        if ka != kb:
+            where = f"{a_name} has {jax.tree_util.keystr(ka) or '<root>'} where {b_name} has {jax.tree_util.keystr(kb) or '<root>'}"
+            break
+    else:
+        if len(keys_a) != len(keys_b):
+            longer, name = (keys_a, a_name) if len(keys_a) > len(keys_b) else (keys_b, b_name)
+            extra = longer[min(len(keys_a), len(keys_b))]
+            where = f"only {name} has {jax.tree_util.keystr(extra) or '<root>'}"
+        else:
+            where = f"same paths but different containers: {def_a} vs {def_b}"
+    raise ValueError(f"tree structures of {a_name} and {b_name} differ: {where}")
+
+
+def map_like(f, tree, *rest, names: tuple[str, ...] = ()):
+    """``jax.tree.map(f, tree, *rest)`` that first checks the trees match, naming the first
+    differing path; leaves that are None in ``tree`` stay None."""
+    names = names or tuple(f"tree {i}" for i in range(len(rest) + 1))
+    for other, name in zip(rest, names[1:]):
+        check_same_structure(tree, other, names[0], name)
+    return jax.tree.map(
+        lambda x, *ys: None if x is None else f(x, *ys), tree, *rest, is_leaf=_is_none
+    )
+
+
+def unzip(like, tuples, n: int) -> tuple:
+    """Split a tree of n-tuples, shaped like ``like`` down to its leaves, into n trees."""
+    treedef = jax.tree.structure(like)
+    flat = treedef.flatten_up_to(tuples)
+    return tuple(treedef.unflatten([t[i] for t in flat]) for i in range(n))
+
+
+def zeros_like(tree, dtype=None):
+    """Zeros shaped like ``tree``; with ``dtype``, in that dtype instead of each leaf's own."""
+    return jax.tree.map(lambda x: jnp.zeros(jnp.shape(x), dtype or jnp.result_type(x)), tree)
+
+
+def full_like(tree, value, dtype=None):
+    """Arrays filled with ``value``, shaped like ``tree``."""
+    return jax.tree.map(lambda x: jnp.full(jnp.shape(x), value, dtype or jnp.result_type(x)), tree)
+
+
+def cast(tree, dtype):
+    """Cast every leaf to ``dtype``; None keeps each leaf's dtype."""
+    if dtype is None:
+        return tree
+    return jax.tree.map(lambda x: x.astype(dtype), tree)
+
+
+def cast_like(tree, like):
+    """Cast each leaf of ``tree`` to the dtype of the matching leaf of ``like``."""
+    return map_like(lambda x, y: x.astype(y.dtype), tree, like)
+
+
+def ema(new, old, decay, order: int = 1):
+    """``decay * old + (1 - decay) * new**order``, in float32 at least, stored in old's dtype."""
+
+    def step(g, m):
+        wide = compute_dtype(m.dtype)
+        g = g.astype(wide) if order == 1 else jnp.abs(g.astype(wide)) ** order
+        return (decay * m.astype(wide) + (1 - decay) * g).astype(m.dtype)
+
+    return map_like(step, new, old, names=("updates", "state"))
+
+
+def accumulate(new, old, order: int = 2):
+    """``old + new**order``: the running sum of powers (Adagrad's accumulator)."""
+
+    def step(g, s):
+        wide = compute_dtype(s.dtype)
+        return (s.astype(wide) + jnp.abs(g.astype(wide)) ** order).astype(s.dtype)
+
+    return map_like(step, new, old, names=("updates", "state"))
+
+
+def log_decay(decay) -> jax.Array | float:
+    """``log(decay)``: in double precision on the host for a Python number (float32 cannot hold
+    0.999 closely enough: its 1 - b2 is off by 1e-5), in float32 for an array or tracer."""
+    if isinstance(decay, (int, float)):
+        return math.log(decay) if decay > 0 else -math.inf
+    return jnp.log(jnp.asarray(decay, jnp.float32))
+
+
+def one_minus_power(decay, count) -> jax.Array:
+    """``1 - decay**count`` for count >= 1, as ``-expm1(count log decay)`` in float32: accurate
+    to float32 precision even for decay near 1, where the direct form loses 4 digits."""
+    return -jnp.expm1(count.astype(jnp.float32) * log_decay(decay))
+
+
+def bias_correction(moment, decay, count):
+    """``moment / (1 - decay**count)``, the correction formed in float32 even for bf16 moments."""
+    correction = one_minus_power(decay, count)
+    return jax.tree.map(
+        lambda t: (t.astype(compute_dtype(t.dtype)) / correction.astype(compute_dtype(t.dtype))).astype(t.dtype),
+        moment,
+    )
+
+
+def scale(tree, factor):
+    """``factor * tree`` with the product formed in float32 at least, each leaf keeping its dtype."""
+
+    def mul(x):
+        wide = compute_dtype(x.dtype)
+        return (x.astype(wide) * jnp.asarray(factor).astype(wide)).astype(x.dtype)
+
+    return jax.tree.map(mul, tree)
+
+
+def safe_increment(count: jax.Array) -> jax.Array:
+    """``count + 1`` for the int32 step counter, saturating at the largest int32 instead of
+    wrapping to a negative number."""
+    return jnp.where(count < _INT32_MAX, count + 1, _INT32_MAX).astype(jnp.int32)
+
+
+def sum_of_squares(tree) -> jax.Array:
+    """``sum_i ||x_i||^2`` over every leaf, in float32 at least."""
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        return jnp.zeros([], jnp.float32)
+    return sum(jnp.sum(jnp.square(x.astype(compute_dtype(x.dtype)))) for x in leaves)
+
+
+def global_norm(tree) -> jax.Array:
+    """The l2 norm of all leaves taken together, ``sqrt(sum_i ||x_i||^2)``."""
+    return jnp.sqrt(sum_of_squares(tree))
+
+
+def get(tree: Any, leaf_type: type):
+    """Every node of type ``leaf_type`` inside ``tree``, in order (e.g. a state class in a chain)."""
+    found = []
+
+    def visit(x):
+        if isinstance(x, leaf_type):
+            found.append(x)
+            return True
+        return False
+
+    jax.tree_util.tree_flatten(tree, is_leaf=visit)
+    return found
