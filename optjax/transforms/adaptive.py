@@ -59,16 +59,22 @@ def _wide(x):
     return x.astype(tree.compute_dtype(x.dtype))
 
 
-_correction = tree.one_minus_power  # 1 - decay^t
+_correction = tree.one_minus_power  # 1 - decay^t, float32
+
+
+def _div(x, c):
+    """``x / c`` in x's compute dtype, for a float32 scalar correction c."""
+    x = _wide(x)
+    return x / jnp.asarray(c).astype(x.dtype)
 
 
 def _first_moment_hat(g, m, b1, count, nesterov):
     """m̂_t; with Nesterov, Dozat's look-ahead b1 m̂_{t+1} + (1 - b1) ĝ_t."""
-    m_hat = _wide(m) / _correction(b1, count)
+    m_hat = _div(m, _correction(b1, count))
     if not nesterov:
         return m_hat
-    m_next = _wide(m) / _correction(b1, tree.safe_increment(count))
-    return b1 * m_next + (1 - b1) * _wide(g) / _correction(b1, count)
+    m_next = _div(m, _correction(b1, tree.safe_increment(count)))
+    return b1 * m_next + (1 - b1) * _div(g, _correction(b1, count))
 
 
 def scale_by_adam(
@@ -116,7 +122,7 @@ def scale_by_adam(
 
         def ratio(g, m, v):
             m_hat = _first_moment_hat(g, m, b1, count, nesterov)
-            v_hat = _wide(v) / _correction(b2, count)
+            v_hat = _div(v, _correction(b2, count))
             return (m_hat / (jnp.sqrt(v_hat + eps_root) + eps)).astype(g.dtype)
 
         updates = tree.map_like(ratio, updates, mu, nu, names=("updates", "mu", "nu"))
@@ -172,17 +178,17 @@ def scale_by_amsgrad(
         c2 = _correction(b2, count)
         if max_of_raw_nu:
             nu_max = jax.tree.map(jnp.maximum, state.nu_max, nu)
-            nu_hat_max = jax.tree.map(lambda v: _wide(v) / c2, nu_max)
+            nu_hat_max = jax.tree.map(lambda v: _div(v, c2), nu_max)
         else:
             nu_max = jax.tree.map(
-                lambda vm, v: jnp.maximum(_wide(vm), _wide(v) / c2).astype(vm.dtype),
+                lambda vm, v: jnp.maximum(_wide(vm), _div(v, c2)).astype(vm.dtype),
                 state.nu_max,
                 nu,
             )
             nu_hat_max = nu_max
 
         def ratio(g, m, v):
-            m_hat = _wide(m) / _correction(b1, count)
+            m_hat = _div(m, _correction(b1, count))
             return (m_hat / (jnp.sqrt(_wide(v) + eps_root) + eps)).astype(g.dtype)
 
         updates = tree.map_like(ratio, updates, mu, nu_hat_max, names=("updates", "mu", "nu_max"))
@@ -192,22 +198,23 @@ def scale_by_amsgrad(
 
 
 def scale_by_adamax(
-    b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, *, eps_in_max: bool = False
+    b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, *, eps_in_max: bool = True
 ) -> GradientTransformation:
     r"""Adamax: Adam with the infinity norm in place of the second moment.
 
-        m_t = b1 m_{t-1} + (1 - b1) g_t        u_t_inf = max(b2 u_{t-1}, |g_t|)
-        u_t = m_t / (1 - b1^t) / (u_t_inf + eps)
+        m_t = b1 m_{t-1} + (1 - b1) g_t        n_t = max(b2 n_{t-1}, |g_t| + eps)
+        u_t = m_t / (1 - b1^t) / n_t
 
-    ``eps_in_max=True`` takes ``u_t_inf = max(b2 u_{t-1}, |g_t| + eps)`` and divides by it
-    alone, as torch.optim.Adamax does.
+    The paper has no eps; like optax and torch.optim.Adamax, eps enters inside the max so that
+    n_t > 0. ``eps_in_max=False`` uses ``n_t = max(b2 n_{t-1}, |g_t|)`` and divides by
+    ``n_t + eps`` instead.
 
     Example:
         >>> tx = optjax.scale_by_adamax()
         >>> tx.update(jnp.array([-3.0]), tx.init(jnp.zeros(1)))[0].round(4)
         Array([-1.], dtype=float32)
 
-    Reference: Kingma & Ba, "Adam: A Method for Stochastic Optimization", 2014, Section 7.1.
+    Reference: Kingma & Ba, "Adam: A Method for Stochastic Optimization", 2014, Algorithm 2.
     """
     check_decay("b1", b1)
     check_decay("b2", b2)
@@ -232,7 +239,7 @@ def scale_by_adamax(
         denom_eps = 0.0 if eps_in_max else eps
 
         def ratio(g, m, v):
-            return (_wide(m) / _correction(b1, count) / (_wide(v) + denom_eps)).astype(g.dtype)
+            return (_div(m, _correction(b1, count)) / (_wide(v) + denom_eps)).astype(g.dtype)
 
         updates = tree.map_like(ratio, updates, mu, nu)
         return updates, ScaleByAdamState(count, mu, nu)
@@ -281,7 +288,7 @@ def scale_by_rms(
         c = _correction(decay, count) if bias_correction else 1.0
 
         def ratio(g, v):
-            return (_wide(g) / _rms_denominator(_wide(v) / c, eps, eps_in_sqrt)).astype(g.dtype)
+            return (_wide(g) / _rms_denominator(_div(v, c), eps, eps_in_sqrt)).astype(g.dtype)
 
         return tree.map_like(ratio, updates, nu), ScaleByRmsState(count, nu)
 
@@ -327,7 +334,7 @@ def scale_by_stddev(
         c = _correction(decay, count) if bias_correction else 1.0
 
         def ratio(g, m, v):
-            variance = _wide(v) / c - jnp.square(_wide(m) / c)
+            variance = _div(v, c) - jnp.square(_div(m, c))
             return (_wide(g) / _rms_denominator(variance, eps, eps_in_sqrt)).astype(g.dtype)
 
         return tree.map_like(ratio, updates, mu, nu), ScaleByRStdDevState(count, mu, nu)
@@ -465,12 +472,17 @@ def scale_by_radam(
     threshold: float = 5.0,
     *,
     nesterov: bool = False,
+    eps_on_raw_nu: bool = False,
 ) -> GradientTransformation:
     r"""Rectified Adam: Adam's step rescaled by r_t once the variance estimate is trustworthy.
 
         rho_inf = 2 / (1 - b2) - 1        rho_t = rho_inf - 2 t b2^t / (1 - b2^t)
         r_t = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))
         u_t = r_t m̂_t / (sqrt(v̂_t + eps_root) + eps)   if rho_t >= threshold,   else m̂_t
+
+    ``eps_on_raw_nu=True`` adds eps to the root of the raw v_t and bias-corrects afterwards,
+    ``u_t = r_t m̂_t sqrt(1 - b2^t) / (sqrt(v_t + eps_root) + eps)`` in the rectified phase,
+    as torch.optim.RAdam does (in the default form's terms, an eps of eps / sqrt(1 - b2^t)).
 
     Example:
         >>> tx = optjax.scale_by_radam()
@@ -504,8 +516,13 @@ def scale_by_radam(
 
         def step(g, m, v):
             m_hat = _first_moment_hat(g, m, b1, count, nesterov)
-            v_hat = _wide(v) / _correction(b2, count)
-            adam = r * m_hat / (jnp.sqrt(v_hat + eps_root) + eps)
+            v_hat = _div(v, _correction(b2, count))
+            if eps_on_raw_nu:  # torch.optim.RAdam's form
+                root_c2 = jnp.sqrt(_correction(b2, count)).astype(m_hat.dtype)
+                denom = (jnp.sqrt(_wide(v) + eps_root) + eps) / root_c2
+            else:
+                denom = jnp.sqrt(v_hat + eps_root) + eps
+            adam = r.astype(m_hat.dtype) * m_hat / denom
             return jnp.where(rectified, adam, m_hat).astype(g.dtype)
 
         return tree.map_like(step, updates, mu, nu), ScaleByAdamState(count, mu, nu)
