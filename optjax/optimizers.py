@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from optjax._checks import (
+    check_nonnegative,
+    check_positive,
+    check_unit_interval,
+)
 from optjax.core import GradientTransformation, ScalarOrSchedule, chain, identity
 from optjax.transforms.adaptive import (
     scale_by_adadelta,
@@ -45,6 +50,8 @@ def sgd(
         >>> tx.update(jnp.array([1.0]), tx.init(jnp.zeros(1)))[0]
         Array([-0.1], dtype=float32)
     """
+    if momentum is not None:
+        check_unit_interval("momentum", momentum)
     return chain(
         trace(momentum, nesterov, accumulator_dtype) if momentum is not None else identity(),
         scale_by_learning_rate(learning_rate),
@@ -95,6 +102,8 @@ def rmsprop(
 ) -> GradientTransformation:
     """RMSprop (Tieleman & Hinton 2012): scale_by_rms (or scale_by_stddev when centered), the
     learning rate, then an optional momentum trace."""
+    if momentum is not None:
+        check_unit_interval("momentum", momentum)
     scaling = scale_by_stddev if centered else scale_by_rms
     return chain(
         scaling(decay, eps, initial_scale, eps_in_sqrt, bias_correction),
@@ -273,6 +282,14 @@ def adafactor(
     ``min(1e-2, 1/sqrt(t))`` (optax instead applies no step size at all, a step as large as
     the parameters themselves).
     """
+    check_nonnegative("eps", eps)
+    check_nonnegative("decay_rate", decay_rate)
+    if clipping_threshold is not None:
+        check_positive("clipping_threshold", clipping_threshold)
+    if momentum is not None:
+        check_unit_interval("momentum", momentum)
+    if weight_decay_rate is not None:
+        check_nonnegative("weight_decay_rate", weight_decay_rate)
     step_size = (
         scale_by_schedule(adafactor_relative_step)
         if learning_rate is None
