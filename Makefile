@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SHARED_DATA := $(abspath ../shared/data)
 export OPTJAX_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)/mnist),$(SHARED_DATA),)
 
-.PHONY: train test venv clean
+.PHONY: train test notebooks venv clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ train: venv
 
 test: venv
 	$(BIN)/python -m pytest -q
+
+notebooks: venv
+	$(BIN)/python notebooks/run.py
 
 clean:
 	rm -rf $(VENV)
