@@ -334,7 +334,8 @@ def scale_by_stddev(
         c = _correction(decay, count) if bias_correction else 1.0
 
         def ratio(g, m, v):
-            variance = _div(v, c) - jnp.square(_div(m, c))
+            # >= 0 in exact arithmetic; rounding can dip below (at step 1 with bias correction)
+            variance = jnp.maximum(_div(v, c) - jnp.square(_div(m, c)), 0.0)
             return (_wide(g) / _rms_denominator(variance, eps, eps_in_sqrt)).astype(g.dtype)
 
         return tree.map_like(ratio, updates, mu, nu), ScaleByRStdDevState(count, mu, nu)

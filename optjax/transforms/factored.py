@@ -32,7 +32,7 @@ def factored_dims(shape, factored: bool, min_dim_size_to_factor: int):
 
 def decay_rate_pow(step, exponent: float = 0.8):
     """Adafactor's second-moment decay ``1 - (t + 1)^(-exponent)`` at zero-based step t."""
-    return 1.0 - (step + 1).astype(jnp.float32) ** (-exponent)
+    return 1.0 - (step.astype(jnp.float32) + 1) ** (-exponent)  # no int32 wrap at the last step
 
 
 def scale_by_factored_rms(
