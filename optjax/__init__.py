@@ -65,5 +65,9 @@ from optjax.transforms.scaling import ScaleByScheduleState as ScaleByScheduleSta
 from optjax.transforms.scaling import scale as scale
 from optjax.transforms.scaling import scale_by_learning_rate as scale_by_learning_rate
 from optjax.transforms.scaling import scale_by_schedule as scale_by_schedule
+from optjax.transforms.torch_forms import ScaleByNadamState as ScaleByNadamState
+from optjax.transforms.torch_forms import scale_by_factored_rms_torch as scale_by_factored_rms_torch
+from optjax.transforms.torch_forms import scale_by_nadam as scale_by_nadam
+from optjax import torch_compat as torch_compat
 
 __version__ = "0.1.0"
