@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import optjax
+from optjax import torch_compat as tc
 
 
 class Row(NamedTuple):
@@ -44,6 +45,16 @@ ROWS = {
     "adafactor": Row(
         lambda lr: optjax.adafactor(lr, multiply_by_parameter_scale=False), (0.1, 300), (3e-3, 5000)
     ),
+    "torch.SGD": Row(lambda lr: tc.SGD(lr, momentum=0.9, dampening=0.1), (0.03, 300), (1e-3, 2000)),
+    "torch.Adam": Row(lambda lr: tc.Adam(lr, amsgrad=True), (0.1, 300), (1e-2, 5000)),
+    "torch.AdamW": Row(lambda lr: tc.AdamW(lr), (0.1, 300), (3e-3, 5000)),
+    "torch.NAdam": Row(lambda lr: tc.NAdam(lr), (0.1, 300), (3e-3, 5000)),
+    "torch.RAdam": Row(lambda lr: tc.RAdam(lr), (0.3, 300), (3e-3, 5000)),
+    "torch.Adagrad": Row(lambda lr: tc.Adagrad(lr), (0.3, 300), (0.3, 10000)),
+    "torch.Adadelta": Row(lambda lr: tc.Adadelta(lr, eps=1e-4), (0.3, 1000), (3e-3, 10000)),
+    "torch.Adamax": Row(lambda lr: tc.Adamax(lr), (0.1, 300), (1e-2, 5000)),
+    "torch.RMSprop": Row(lambda lr: tc.RMSprop(lr), (1e-2, 1000), (1e-3, 10000)),
+    "torch.Adafactor": Row(lambda lr: tc.Adafactor(lr), (1.0, 1000), (3e-3, 10000)),
 }
 
 ROSENBROCK_START = (-1.0, 1.0)

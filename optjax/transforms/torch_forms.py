@@ -152,7 +152,7 @@ def scale_by_factored_rms_torch(
         weight = count.astype(jnp.float32) ** beta2_decay  # 1 - beta2_t
 
         def leaf(g, r, c, v):
-            floor = jnp.finfo(g.dtype).eps if eps is None else eps
+            floor = float(jnp.finfo(g.dtype).eps) if eps is None else eps
             g_w = _wide(g)
             g2 = jnp.square(g_w)
             if g.ndim < 2:
