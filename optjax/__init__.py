@@ -69,5 +69,25 @@ from optjax.transforms.torch_forms import ScaleByNadamState as ScaleByNadamState
 from optjax.transforms.torch_forms import scale_by_factored_rms_torch as scale_by_factored_rms_torch
 from optjax.transforms.torch_forms import scale_by_nadam as scale_by_nadam
 from optjax import torch_compat as torch_compat
+from optjax import checkpoint as checkpoint
+from optjax import wrappers as wrappers
+from optjax.wrappers import ApplyIfFiniteState as ApplyIfFiniteState
+from optjax.wrappers import AverageParamsState as AverageParamsState
+from optjax.wrappers import Hyperparams as Hyperparams
+from optjax.wrappers import InjectHyperparamsState as InjectHyperparamsState
+from optjax.wrappers import LookaheadState as LookaheadState
+from optjax.wrappers import MaskedNode as MaskedNode
+from optjax.wrappers import MaskedState as MaskedState
+from optjax.wrappers import MultiSteps as MultiSteps
+from optjax.wrappers import MultiStepsState as MultiStepsState
+from optjax.wrappers import MultiTransformState as MultiTransformState
+from optjax.wrappers import apply_if_finite as apply_if_finite
+from optjax.wrappers import average_params as average_params
+from optjax.wrappers import freeze as freeze
+from optjax.wrappers import inject_hyperparams as inject_hyperparams
+from optjax.wrappers import lookahead as lookahead
+from optjax.wrappers import masked as masked
+from optjax.wrappers import multi_transform as multi_transform
+from optjax.wrappers import skip_not_finite as skip_not_finite
 
 __version__ = "0.1.0"

@@ -32,8 +32,14 @@ from optjax.transforms.regularization import add_decayed_weights
 from optjax.transforms.scaling import scale, scale_by_learning_rate, scale_by_schedule
 
 
-def _decay(weight_decay, mask):
-    return add_decayed_weights(weight_decay, mask) if weight_decay else identity()
+def _mask_alias(mask, weight_decay_mask):
+    """The weight-decay mask, given as ``mask`` or by optax's older name ``weight_decay_mask``."""
+    if mask is not None and weight_decay_mask is not None:
+        raise ValueError(
+            "give the weight-decay mask once, as mask (weight_decay_mask is its older name); "
+            f"got mask={mask!r} and weight_decay_mask={weight_decay_mask!r}"
+        )
+    return weight_decay_mask if mask is None else mask
 
 
 def sgd(
@@ -70,9 +76,14 @@ def adadelta(
     rho: float = 0.9,
     eps: float = 1e-6,
     weight_decay: float = 0.0,
+    mask=None,
+    *,
     weight_decay_mask=None,
 ) -> GradientTransformation:
     """Adadelta (Zeiler 2012): coupled weight decay, scale_by_adadelta, then the learning rate.
+
+    ``mask`` selects the leaves that are decayed, as for every optimizer with weight decay
+    (``weight_decay_mask``, optax's name here, is accepted too).
 
     The default learning rate is 1.0 (the paper's algorithm, and torch's default), so the
     default optimizer descends; optax's default of None leaves the sign unflipped and ascends.
@@ -83,7 +94,7 @@ def adadelta(
         True
     """
     return chain(
-        _decay(weight_decay, weight_decay_mask),
+        add_decayed_weights(weight_decay, _mask_alias(mask, weight_decay_mask)),
         scale_by_adadelta(rho, eps),
         scale_by_learning_rate(learning_rate),
     )
@@ -273,6 +284,8 @@ def adafactor(
     weight_decay_rate: float | None = None,
     eps: float = 1e-30,
     factored: bool = True,
+    mask=None,
+    *,
     weight_decay_mask=None,
 ) -> GradientTransformation:
     """Adafactor (Shazeer & Stern 2018): scale_by_factored_rms, clip_by_block_rms, the step
@@ -280,8 +293,10 @@ def adafactor(
 
     With ``learning_rate=None`` the step size is the paper's relative step
     ``min(1e-2, 1/sqrt(t))`` (optax instead applies no step size at all, a step as large as
-    the parameters themselves).
+    the parameters themselves). ``mask`` selects the leaves that are decayed
+    (``weight_decay_mask``, optax's name here, is accepted too).
     """
+    mask = _mask_alias(mask, weight_decay_mask)
     check_nonnegative("eps", eps)
     check_nonnegative("decay_rate", decay_rate)
     if clipping_threshold is not None:
@@ -303,7 +318,7 @@ def adafactor(
         ema(momentum, debias=False, accumulator_dtype=dtype_momentum)
         if momentum is not None
         else identity(),
-        add_decayed_weights(weight_decay_rate, weight_decay_mask)
+        add_decayed_weights(weight_decay_rate, mask)
         if weight_decay_rate is not None
         else identity(),
         scale(-1.0),

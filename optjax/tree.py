@@ -36,12 +36,21 @@ def check_same_structure(a, b, a_name: str, b_name: str) -> None:
 
     A None in either tree matches any subtree (it marks a leaf that is left out).
     """
-    paths_a, def_a = jax.tree_util.tree_flatten_with_path(a, is_leaf=_is_none)
-    paths_b, def_b = jax.tree_util.tree_flatten_with_path(b, is_leaf=_is_none)
+    def_a = jax.tree.structure(a, is_leaf=_is_none)
+    def_b = jax.tree.structure(b, is_leaf=_is_none)
     if def_a == def_b:
         return
+    paths_a, _ = jax.tree_util.tree_flatten_with_path(a, is_leaf=_is_none)
+    paths_b, _ = jax.tree_util.tree_flatten_with_path(b, is_leaf=_is_none)
     keys_a = [path for path, _ in paths_a]
     keys_b = [path for path, _ in paths_b]
+    set_a, set_b = set(keys_a), set(keys_b)
+    only_a = [k for k in keys_a if k not in set_b]
+    only_b = [k for k in keys_b if k not in set_a]
+    if only_a or only_b:
+        parts = [f"only {name} has {jax.tree_util.keystr(keys[0]) or '<root>'}"
+                 for name, keys in ((a_name, only_a), (b_name, only_b)) if keys]
+        raise ValueError(f"tree structures of {a_name} and {b_name} differ: {'; '.join(parts)}")
     for ka, kb in zip(keys_a, keys_b):
         if ka != kb:
             where = f"{a_name} has {jax.tree_util.keystr(ka) or '<root>'} where {b_name} has {jax.tree_util.keystr(kb) or '<root>'}"
@@ -181,3 +190,105 @@ def get(tree: Any, leaf_type: type):
 
     jax.tree_util.tree_flatten(tree, is_leaf=visit)
     return found
+
+
+def _key_name(key):
+    """The name a path entry gives its node: a field, attribute or dict key (None for an index)."""
+    for attr in ("name", "key"):
+        if hasattr(key, attr):
+            return getattr(key, attr)
+    return None
+
+
+def _named(name):
+    """``(path, node) -> bool``: whether the node is reached by a key named ``name``."""
+    return lambda path, node=None: bool(path) and _key_name(path[-1]) == name
+
+
+def _named_nodes(tree, name):
+    """``[(path, node)]`` for each outermost node of ``tree`` reached by a key named ``name``."""
+    is_match = _named(name)
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_match, is_leaf_takes_path=True)
+    return [(path, node) for path, node in flat if is_match(path)]
+
+
+def _field_names(tree) -> list[str]:
+    names = set()
+    for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        names.update(str(n) for n in map(_key_name, path) if n is not None)
+    return sorted(names)
+
+
+def get_all_by_name(tree: Any, name: str) -> dict[str, Any]:
+    """Every node named ``name`` (a NamedTuple field, attribute or dict key) in ``tree``, by path.
+
+    Example:
+        >>> state = optjax.adam(0.1).init({"w": jnp.zeros(2)})
+        >>> list(optjax.tree.get_all_by_name(state, "count"))
+        ['[0].count']
+    """
+    return {jax.tree_util.keystr(path): node for path, node in _named_nodes(tree, name)}
+
+
+def get_by_name(tree: Any, name: str) -> Any:
+    """The node named ``name`` in a nested state, e.g. ``count`` or an injected ``learning_rate``.
+
+    Raises ValueError if no node has that name, or if several do (listing their paths; use
+    `get_all_by_name` to see them all).
+
+    Example:
+        >>> tx = optjax.inject_hyperparams(optjax.adam)(learning_rate=0.1)
+        >>> optjax.tree.get_by_name(tx.init(jnp.zeros(2)), "learning_rate")
+        Array(0.1, dtype=float32)
+    """
+    matches = _named_nodes(tree, name)
+    if not matches:
+        raise ValueError(f"no node named {name!r} in the tree; its names are {_field_names(tree)}")
+    if len(matches) > 1:
+        paths = [jax.tree_util.keystr(path) for path, _ in matches]
+        raise ValueError(
+            f"{len(matches)} nodes are named {name!r}, at {paths}; pick one with get_all_by_name"
+        )
+    return matches[0][1]
+
+
+def as_array_like(value, like, what: str = "value"):
+    """``value`` as an array with ``like``'s dtype, shape and placement (committed to its
+    sharding only if ``like`` is), so that a jitted function taking it in place of ``like`` sees
+    the same input type and is not compiled again."""
+    new = jnp.asarray(value, dtype=like.dtype)
+    if new.shape != tuple(like.shape):
+        raise ValueError(f"{what} has shape {tuple(like.shape)}; got a value of shape {new.shape}")
+    if getattr(like, "committed", False):
+        new = jax.device_put(new, like.sharding)
+    return new
+
+
+def set_by_name(tree: Any, name: str, value: Any) -> Any:
+    """A copy of ``tree`` with every node named ``name`` replaced by ``value``.
+
+    Where that node is an array, the value is stored in its dtype and must have its shape, so a
+    jitted step taking the new tree is not compiled again. Raises ValueError if no node has
+    that name.
+
+    Example:
+        >>> tx = optjax.inject_hyperparams(optjax.sgd)(learning_rate=0.1)
+        >>> state = optjax.tree.set_by_name(tx.init(jnp.zeros(2)), "learning_rate", 0.5)
+        >>> state.hyperparams["learning_rate"]
+        Array(0.5, dtype=float32)
+    """
+    if not _named_nodes(tree, name):
+        raise ValueError(f"no node named {name!r} in the tree; its names are {_field_names(tree)}")
+
+    is_match = _named(name)
+
+    def replace(path, node):
+        if not is_match(path):
+            return node
+        if hasattr(node, "dtype") and hasattr(node, "shape"):
+            return as_array_like(value, node, jax.tree_util.keystr(path))
+        return value
+
+    return jax.tree_util.tree_map_with_path(
+        replace, tree, is_leaf=is_match, is_leaf_takes_path=True
+    )

@@ -145,7 +145,7 @@ def test_flax_nnx_optimizer_accepts_optjax_transforms(standard_promotion):
 def test_update_with_state_of_other_params_names_first_differing_path():
     tx = optjax.adam(0.1)
     state = tx.init({"w": jnp.zeros(2), "b": jnp.zeros(2)})
-    with pytest.raises(ValueError, match=r"updates has \['c'\] where state has \['b'\]"):
+    with pytest.raises(ValueError, match=r"only updates has \['c'\]; only state has \['b'\]"):
         tx.update({"c": jnp.zeros(2), "w": jnp.zeros(2)}, state)
 
 

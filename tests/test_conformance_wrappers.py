@@ -1,0 +1,71 @@
+"""The conformance table (tests/test_conformance.py) again, with every optimizer wrapped in
+inject_hyperparams and in MultiSteps: it still converges on the ill-conditioned quadratic, keeps
+the dtypes of float32 and bf16 leaves and the state's structure, and compiles once (with
+inject_hyperparams, also when its learning rate is changed between steps).
+
+One jitted step per row and wrapper serves all of these checks: the params hold the quadratic's
+point (float32) beside a bf16 leaf with a loss of its own, so the table costs one compile each.
+"""
+
+import inspect
+
+import jax
+import jax.numpy as jnp
+import pytest
+from test_conformance import ROWS, _describe, quadratic
+
+import optjax
+
+K = 2  # MultiSteps accumulates K gradients per inner step
+
+
+def _inject(make, lr):
+    return optjax.inject_hyperparams(make)(lr)
+
+
+def _multisteps(make, lr):
+    return optjax.MultiSteps(make(lr), every_k_schedule=K)
+
+
+WRAPPERS = {"inject_hyperparams": _inject, "MultiSteps": _multisteps}
+
+
+def _loss(params):
+    h = params["h"].astype(jnp.float32)
+    return quadratic(params["x"]) + 0.5 * jnp.sum(h * h)
+
+
+@pytest.mark.parametrize("wrapper", WRAPPERS)
+@pytest.mark.parametrize("name", ROWS)
+def test_converges_keeps_dtypes_and_compiles_once(name, wrapper):
+    make = ROWS[name].make
+    lr, steps = ROWS[name].quadratic
+    steps *= K if wrapper == "MultiSteps" else 1  # the same number of inner steps
+    tx, traces = WRAPPERS[wrapper](make, lr), []
+
+    @jax.jit
+    def step(params, state):
+        traces.append(1)
+        grads = jax.grad(_loss)(params)
+        updates, state = tx.update(grads, state, params)
+        return optjax.apply_updates(params, updates), state, updates
+
+    params = {"x": jnp.array([3.0, 2.0]), "h": jnp.array([1.0, -0.5, 0.25], jnp.bfloat16)}
+    state = tx.init(params)
+    before = _describe(state)
+    for i in range(steps):
+        params, state, updates = step(params, state)
+        if i < 3:
+            assert _describe(state) == before
+            assert [u.dtype for u in jax.tree.leaves(updates)] == [jnp.bfloat16, jnp.float32]
+    assert float(jnp.linalg.norm(params["x"])) < 1e-2, params["x"]
+    assert _describe(state) == before
+    assert [p.dtype for p in jax.tree.leaves(params)] == [jnp.bfloat16, jnp.float32]
+    assert bool(jnp.all(jnp.isfinite(params["h"].astype(jnp.float32))))
+    if wrapper == "inject_hyperparams":
+        lr_name = next(iter(inspect.signature(make).parameters))
+        assert all(h.dtype == jnp.float32 for h in state.hyperparams.values())
+        state.hyperparams[lr_name] = lr / 2  # a new learning rate, not a new program
+        params, state, _ = step(params, state)
+        assert float(state.hyperparams[lr_name]) == jnp.float32(lr / 2)
+    assert len(traces) == 1, f"{name} under {wrapper} compiled {len(traces)} times"
