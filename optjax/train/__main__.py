@@ -1,0 +1,6 @@
+"""``python -m optjax.train``: see optjax.train.cli."""
+
+from optjax.train.cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

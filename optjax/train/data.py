@@ -1,0 +1,378 @@
+"""MNIST and Fashion-MNIST: the IDX reader, where the files are looked for, the download, batches.
+
+Where the files are looked for, in order (the first directory holding all four files wins):
+
+1. the ``data_dir`` argument, 2. the ``OPTJAX_DATA_DIR`` environment variable, 3. the per-user
+cache (``$XDG_CACHE_HOME/optjax`` or ``~/.cache/optjax``). In each, the dataset's own subfolder
+(``mnist/``, ``fashion-mnist/``) is tried first, then the directory itself. A file may be the
+published ``.gz`` or its decompressed twin. Only then are the files downloaded from the public
+mirrors into the cache, each checked against its published sha256 before it is kept.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import urllib.request
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+class IDXError(ValueError):
+    """An IDX file that is truncated, corrupt, or not what its header says."""
+
+
+class DataNotFoundError(FileNotFoundError):
+    """The dataset is in none of the searched directories and could not be downloaded."""
+
+
+class ChecksumError(ValueError):
+    """A dataset file whose sha256 is not the published one."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset's files: ``files`` maps a role (train_images, ...) to (file name, sha256)."""
+
+    name: str
+    subdirs: tuple[str, ...]
+    mirrors: tuple[str, ...]
+    files: dict[str, tuple[str, str]]
+    num_classes: int = 10
+
+
+def _idx_files(sums: tuple[str, str, str, str]) -> dict[str, tuple[str, str]]:
+    names = (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    )
+    roles = ("train_images", "train_labels", "test_images", "test_labels")
+    return {role: (f"{name}.gz", sha) for role, name, sha in zip(roles, names, sums)}
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "mnist": DatasetSpec(
+        "mnist",
+        ("mnist",),
+        (
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "https://storage.googleapis.com/cvdf-datasets/mnist/",
+        ),
+        _idx_files(
+            (
+                "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+                "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+                "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+                "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+            )
+        ),
+    ),
+    "fashion_mnist": DatasetSpec(
+        "fashion_mnist",
+        ("fashion-mnist", "fashion_mnist"),
+        (
+            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+            "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
+            "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+        ),
+        _idx_files(
+            (
+                "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+                "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+                "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+                "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+            )
+        ),
+    ),
+}
+
+# IDX type codes (third header byte) and their big-endian NumPy dtypes.
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
+    """Decode the bytes of one (decompressed) IDX file into an array of the header's shape.
+
+    The header is a big-endian magic ``0x0000TTNN`` (type code TT, NN dimensions), then NN
+    uint32 sizes; the payload must be exactly the product of the sizes times the item size.
+    """
+    if len(data) < 4:
+        raise IDXError(
+            f"{source}: not an IDX file: {len(data)} bytes, shorter than the 4-byte magic"
+        )
+    magic = int.from_bytes(data[:4], "big")
+    type_code, ndim = data[2], data[3]
+    if data[0] or data[1] or type_code not in _IDX_DTYPES or ndim == 0:
+        raise IDXError(
+            f"{source}: bad IDX magic number 0x{magic:08x}: expected 0x0000TTNN with type code TT "
+            f"in {{{', '.join(f'0x{c:02x}' for c in _IDX_DTYPES)}}} and NN >= 1 dimensions "
+            "(2051 for images, 2049 for labels)"
+        )
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise IDXError(
+            f"{source}: truncated header: {ndim} dimensions need {header} bytes, "
+            f"file has {len(data)}"
+        )
+    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    dtype = np.dtype(_IDX_DTYPES[type_code])
+    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    if len(data) - header != expected:
+        what = "truncated" if len(data) - header < expected else "has trailing bytes"
+        raise IDXError(
+            f"{source}: {what}: header says shape {dims} ({expected} bytes of data), "
+            f"file has {len(data) - header} bytes after the header"
+        )
+    array = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
+    return array.astype(dtype.newbyteorder("="))
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an IDX file, gzip-compressed or raw (told apart by the gzip magic bytes).
+
+    Example:
+        >>> import gzip, pathlib, tempfile
+        >>> labels = bytes([0, 0, 8, 1, 0, 0, 0, 3, 7, 2, 1])  # magic 0x0801, 3 labels: 7 2 1
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = pathlib.Path(folder) / "labels.gz"
+        ...     _ = path.write_bytes(gzip.compress(labels))
+        ...     optjax.train.read_idx(path)
+        array([7, 2, 1], dtype=uint8)
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as error:
+            raise IDXError(f"{path}: corrupt or truncated gzip data ({error})") from None
+    return parse_idx(raw, str(path))
+
+
+def sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    """The per-user cache: ``$XDG_CACHE_HOME/optjax``, else ``~/.cache/optjax``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "optjax"
+
+
+def _spec(dataset: str | DatasetSpec) -> DatasetSpec:
+    if isinstance(dataset, DatasetSpec):
+        return dataset
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got dataset={dataset!r}")
+    return DATASETS[dataset]
+
+
+def search_dirs(
+    dataset: str | DatasetSpec, data_dir: str | os.PathLike | None = None
+) -> list[Path]:
+    """The directories searched for ``dataset``'s files, in order."""
+    spec = _spec(dataset)
+    bases = [data_dir, os.environ.get("OPTJAX_DATA_DIR") or None, default_cache_dir()]
+    dirs: list[Path] = []
+    for base in bases:
+        if base is not None:
+            for d in [Path(base) / sub for sub in spec.subdirs] + [Path(base)]:
+                if d not in dirs:
+                    dirs.append(d)
+    return dirs
+
+
+def _file_in(directory: Path, filename: str) -> Path | None:
+    for candidate in (directory / filename, directory / filename.removesuffix(".gz")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def find_files(dataset: str | DatasetSpec, data_dir=None) -> dict[str, Path] | None:
+    """The paths of the dataset's files in the first searched directory holding all of them."""
+    spec = _spec(dataset)
+    for directory in search_dirs(spec, data_dir):
+        found = {role: _file_in(directory, name) for role, (name, _) in spec.files.items()}
+        if all(found.values()):
+            return found  # type: ignore[return-value]
+    return None
+
+
+def verify_checksum(path: Path, expected: str) -> None:
+    """Raise ChecksumError unless the file's sha256 is ``expected``."""
+    actual = sha256(path)
+    if actual != expected:
+        raise ChecksumError(
+            f"{path}: sha256 {actual} is not the published {expected}; the file is corrupt or "
+            "not the original: delete it and fetch it again"
+        )
+
+
+Opener = Callable[..., object]
+
+
+def download(
+    dataset: str | DatasetSpec,
+    cache_dir: str | os.PathLike | None = None,
+    opener: Opener | None = None,
+    timeout: float = 60.0,
+) -> Path:
+    """Download the dataset's missing files into ``cache_dir/<subdir>``, trying each mirror in
+    turn; a file is kept only once its sha256 matches (a bad copy is deleted, never cached).
+
+    ``opener(url, timeout=...)`` returns a readable file-like object (urllib's urlopen by
+    default). Raises DataNotFoundError naming every failed attempt.
+    """
+    spec = _spec(dataset)
+    opener = opener or urllib.request.urlopen
+    target = Path(cache_dir or default_cache_dir()) / spec.subdirs[0]
+    target.mkdir(parents=True, exist_ok=True)
+    for filename, expected in spec.files.values():
+        final = target / filename
+        if final.is_file() and sha256(final) == expected:
+            continue
+        failures = []
+        for mirror in spec.mirrors:
+            url = mirror + filename
+            partial = final.with_name(filename + ".part")
+            try:
+                digest = hashlib.sha256()
+                with opener(url, timeout=timeout) as response, open(partial, "wb") as out:
+                    for block in iter(lambda: response.read(1 << 20), b""):
+                        digest.update(block)
+                        out.write(block)
+                if digest.hexdigest() != expected:
+                    raise ChecksumError(
+                        f"sha256 {digest.hexdigest()} is not the published {expected}"
+                    )
+                os.replace(partial, final)
+                break
+            except (OSError, ValueError) as error:
+                failures.append(f"{url}: {error}")
+            finally:
+                partial.unlink(missing_ok=True)
+        else:
+            raise DataNotFoundError(f"could not download {filename}: " + "; ".join(failures))
+    return target
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Images as uint8 (N, 28, 28) and labels as int32 (N,), for the train and test splits."""
+
+    name: str
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    num_classes: int = 10
+
+
+def _not_found_message(spec: DatasetSpec, data_dir, reason: str) -> str:
+    names = ", ".join(name for name, _ in spec.files.values())
+    where = Path(data_dir or os.environ.get("OPTJAX_DATA_DIR") or default_cache_dir())
+    return (
+        f"{spec.name} not found ({reason}); put {names} in {where / spec.subdirs[0]} "
+        f"(or set OPTJAX_DATA_DIR to a directory holding {spec.subdirs[0]}/)"
+    )
+
+
+def load_dataset(
+    dataset: str | DatasetSpec,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    download_missing: bool = True,
+    verify: bool = True,
+    opener: Opener | None = None,
+) -> Dataset:
+    """Load a dataset by name ("mnist", "fashion_mnist") from the first directory in the search
+    order holding its files, downloading them into the cache if none does.
+
+    ``verify`` checks each ``.gz`` file against its published sha256 (decompressed files are
+    checked by their IDX structure only).
+    """
+    spec = _spec(dataset)
+    files = find_files(spec, data_dir)
+    if files is None:
+        searched = ", ".join(str(d) for d in search_dirs(spec, data_dir))
+        if not download_missing:
+            raise DataNotFoundError(_not_found_message(spec, data_dir, f"searched {searched}"))
+        try:
+            download(spec, opener=opener)
+        except DataNotFoundError as error:
+            raise DataNotFoundError(
+                _not_found_message(spec, data_dir, f"searched {searched}; download failed: {error}")
+            ) from None
+        files = find_files(spec, data_dir)
+        assert files is not None
+    arrays = {}
+    for role, path in files.items():
+        if verify and path.suffix == ".gz":
+            verify_checksum(path, spec.files[role][1])
+        arrays[role] = read_idx(path)
+    for split in ("train", "test"):
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise IDXError(
+                f"{spec.name} {split}: images {images.shape} and labels {labels.shape} do not "
+                "match: expected (N, rows, cols) images and (N,) labels"
+            )
+        if labels.size and not 0 <= labels.min() <= labels.max() < spec.num_classes:
+            raise IDXError(f"{spec.name} {split}: labels outside [0, {spec.num_classes})")
+    return Dataset(
+        spec.name,
+        arrays["train_images"].astype(np.uint8),
+        arrays["train_labels"].astype(np.int32),
+        arrays["test_images"].astype(np.uint8),
+        arrays["test_labels"].astype(np.int32),
+        spec.num_classes,
+    )
+
+
+class BatchSampler:
+    """Seeded minibatch indices: each epoch is a fresh permutation of the ``n`` examples, cut into
+    batches of ``batch_size`` (an incomplete last batch is dropped).
+
+    Example:
+        >>> sampler = optjax.train.BatchSampler(n=6, batch_size=3, seed=0)
+        >>> sorted(np.concatenate(sampler.take(2)).tolist())   # one epoch: every example once
+        [0, 1, 2, 3, 4, 5]
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        if not 1 <= batch_size <= n:
+            raise ValueError(
+                f"batch_size must be in [1, {n}] (the number of examples), "
+                f"got batch_size={batch_size}"
+            )
+        self.n, self.batch_size = n, batch_size
+        self.rng = np.random.default_rng(seed)
+        self._pending = np.empty((0, batch_size), np.int32)
+
+    def _epoch(self) -> np.ndarray:
+        order = self.rng.permutation(self.n).astype(np.int32)
+        full = self.n // self.batch_size * self.batch_size
+        return order[:full].reshape(-1, self.batch_size)
+
+    def take(self, k: int) -> np.ndarray:
+        """The next ``k`` batches of indices, shape (k, batch_size)."""
+        while len(self._pending) < k:
+            self._pending = np.concatenate([self._pending, self._epoch()])
+        out, self._pending = self._pending[:k], self._pending[k:]
+        return out
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        while True:
+            yield self.take(1)[0]
