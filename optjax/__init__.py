@@ -5,6 +5,10 @@ The protocol and names are optax's; torch.optim's numerics are in ``optjax.torch
 """
 
 from optjax import tree as tree
+from optjax import flat as flat
+from optjax.flat import FlatBuffers as FlatBuffers
+from optjax.flat import FlatLayout as FlatLayout
+from optjax.flat import flat_transform as flat_transform
 from optjax.core import EmptyState as EmptyState
 from optjax.core import GradientTransformation as GradientTransformation
 from optjax.core import OptState as OptState

@@ -423,6 +423,12 @@ def scale_by_lion(b1: float = 0.9, b2: float = 0.99, mu_dtype=None) -> GradientT
         u_t = sign(b1 m_{t-1} + (1 - b1) g_t)
         m_t = b2 m_{t-1} + (1 - b2) g_t
 
+    When 0 < b1 <= b2 are numbers and the momentum is stored at full precision, the direction is
+    computed from the new momentum instead, ``u_t = sign(a m_t + (1 - a) g_t)`` with a = b1 / b2:
+    the same interpolation (substitute m_t), still a convex combination, so it rounds no worse.
+    The step then reads m_{t-1} only once: XLA fuses no two outputs into one loop, and a second
+    reader of m_{t-1} would force a copy of the whole momentum before it is updated in place.
+
     Example:
         >>> tx = optjax.scale_by_lion()
         >>> tx.update(jnp.array([0.3, -2.0]), tx.init(jnp.zeros(2)))[0]
@@ -432,18 +438,25 @@ def scale_by_lion(b1: float = 0.9, b2: float = 0.99, mu_dtype=None) -> GradientT
     """
     check_decay("b1", b1)
     check_decay("b2", b2)
+    static = isinstance(b1, (int, float)) and isinstance(b2, (int, float))
+    from_new = static and 0 < b2 and b1 <= b2
+    a = b1 / b2 if from_new else None
 
     def init(params):
         return ScaleByLionState(jnp.zeros([], jnp.int32), tree.zeros_like(params, mu_dtype))
 
     def update(updates, state, params=None):
         del params
-        direction = tree.map_like(
-            lambda g, m: jnp.sign(b1 * _wide(m) + (1 - b1) * _wide(g)).astype(g.dtype),
-            updates,
-            state.mu,
-        )
         mu = tree.ema(updates, state.mu, b2)
+
+        def direction(g, m, m_new):
+            if from_new and m.dtype == tree.compute_dtype(m.dtype):
+                c = a * m_new.astype(m.dtype) + (1 - a) * _wide(g).astype(m.dtype)
+            else:
+                c = b1 * _wide(m) + (1 - b1) * _wide(g)
+            return jnp.sign(c).astype(g.dtype)
+
+        direction = tree.map_like(direction, updates, state.mu, mu, names=("updates", "mu", "mu"))
         return direction, ScaleByLionState(tree.safe_increment(state.count), mu)
 
     return GradientTransformation(init, update)

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from optjax import tree
 from optjax._checks import check_nonnegative, check_positive
 from optjax.core import GradientTransformation, stateless
+from optjax.flat import is_flat, map_leafwise
 
 
 def clip(max_delta: float) -> GradientTransformation:
@@ -46,7 +47,10 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
 
     def clipped(updates, params):
         del params
-        norm = tree.global_norm(updates)
+        if is_flat(updates):  # the flat layout's padding stays out of the norm
+            norm = jnp.sqrt(updates.layout.sum_of_squares(updates))
+        else:
+            norm = tree.global_norm(updates)
         keep = norm <= max_norm
         factor = jnp.where(keep, 1.0, max_norm / jnp.where(keep, 1.0, norm))
         return tree.scale(updates, factor)
@@ -68,9 +72,21 @@ def clip_by_block_rms(threshold: float) -> GradientTransformation:
     """
     check_positive("threshold", threshold)
 
+    def scaled(g, denominator):
+        return (g.astype(denominator.dtype) / denominator).astype(g.dtype)
+
     def leaf(g):
         g_w = g.astype(tree.compute_dtype(g.dtype))
         rms = jnp.sqrt(jnp.mean(jnp.square(g_w)))
-        return (g_w / jnp.maximum(1.0, rms / threshold)).astype(g.dtype)
+        return scaled(g, jnp.maximum(1.0, rms / threshold))
 
-    return stateless(lambda updates, params: jax.tree.map(leaf, updates))
+    def clipped(updates, params):
+        del params
+        if not is_flat(updates):
+            return jax.tree.map(leaf, updates)
+        # One RMS per leaf of the flat layout, by segment reductions.
+        mean_squares = updates.layout.leaf_mean_square(updates)
+        denominators = tuple(jnp.maximum(1.0, jnp.sqrt(ms) / threshold) for ms in mean_squares)
+        return map_leafwise(scaled, updates, denominators)
+
+    return stateless(clipped)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from optjax import tree
 from optjax._checks import check_nonnegative
 from optjax.core import GradientTransformation, stateless
+from optjax.flat import is_flat
 
 
 def add_decayed_weights(weight_decay: float = 0.0, mask=None) -> GradientTransformation:
@@ -36,6 +37,10 @@ def add_decayed_weights(weight_decay: float = 0.0, mask=None) -> GradientTransfo
         )
         if mask is None:
             return decay
+        if is_flat(params):  # a mask is per leaf: decide it on the tree of views
+            layout = params.layout
+            keep = mask(layout.unflatten(params)) if callable(mask) else mask
+            return layout.where_leaves(keep, decay, updates)
         keep = mask(params) if callable(mask) else mask
         tree.check_same_structure(updates, keep, "updates", "mask")
         return tree.map_like(lambda g, d, k: d if k else g, updates, decay, keep)

@@ -1,0 +1,457 @@
+"""The flat fused path: parameters and optimizer state held in one contiguous buffer per dtype.
+
+An optimizer step over a tree of many small leaves is bound by per-leaf overhead (one kernel, or
+several, per leaf), and its first call by tracing and compiling per-leaf code. Packed into a few
+contiguous buffers, the same elementwise chain runs as a few long loops and compiles in a blink.
+
+``FlatBuffers`` is a pytree whose leaves are the buffers (one 1-D array per dtype) and whose static
+data is the ``FlatLayout``, so every transform runs on it unchanged: ``tx.init(flat)``,
+``tx.update(flat_grads, state, flat)``, ``apply_updates(flat, flat_updates)``; the state it builds
+is flat too. The model still sees its pytree: ``layout.unflatten(flat)`` gives each leaf as a slice
+of its buffer (under jit, a view that XLA fuses into its consumers; under ``grad``, the gradient of
+a loss of the unflattened tree with respect to the buffers is itself flat)::
+
+    flat_params, layout = optjax.flat.flatten(params)
+    tx = optjax.adamw(1e-3)
+    opt_state = tx.init(flat_params)
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def step(flat_params, opt_state, batch):
+        loss, grads = jax.value_and_grad(lambda f: loss_fn(layout.unflatten(f), batch))(flat_params)
+        updates, opt_state = tx.update(grads, opt_state, flat_params)
+        return optjax.apply_updates(flat_params, updates), opt_state, loss
+
+Elementwise transforms give the tree path's numbers (to the last bit, but for an ulp here and
+there: XLA:CPU may round one formula differently in a loop's vector body and its scalar tail).
+Transforms that reduce over each leaf (clip_by_block_rms, scale_by_param_block_rms, a per-leaf
+mask in add_decayed_weights, Adafactor's clipping) use the layout's segment reductions
+(``leaf_reduce``, ``expand``, ``map_leafwise``) and agree with the tree path to rounding (the
+sums are taken in another order); clip_by_global_norm leaves the padding out of its norm.
+Adafactor's factored moments need each leaf's own shape: scale_by_factored_rms runs flat when no
+leaf is factored, and otherwise falls back to per-leaf code on the unflattened views (same
+numbers; no flat speed-up, and the per-leaf updates are copied into one buffer). A transform from
+outside
+optjax that reduces over each leaf (say optax.clip_by_block_rms) would see one buffer where the
+tree path sees many leaves: wrap such chains with ``flat_transform`` only after checking them, or
+use the tree path.
+
+Each leaf starts on a block boundary: a buffer holds ``rows x block`` elements, every row belongs
+to one leaf, and the few elements between a leaf's end and the next block, if any, are padding
+(zeros, left out of every reduction). A per-leaf reduction is then a row reduction (one fused
+pass over the buffer) and a small segment sum over rows; a per-leaf value reaches its elements
+as one value per row.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from optjax import tree as tree_lib
+from optjax.core import GradientTransformation
+
+_MAX_BLOCK = 1024
+_MIN_BLOCK = 16
+_MAX_UNEVEN_ROWS = 1 << 15  # rows of leaves of unequal sizes, for one segment sum
+_MAX_PADDING = 1 / 64  # padding allowed, as a fraction of a group's elements
+
+
+class _Group(NamedTuple):
+    """The leaves of one dtype: their places in one buffer of ``rows * block`` elements."""
+
+    dtype: np.dtype
+    block: int
+    rows: int
+    leaves: tuple[int, ...]  # indices into the layout's leaves, in tree order
+    sizes: tuple[int, ...]  # elements of each leaf
+    row_starts: tuple[int, ...]  # first row of each leaf
+
+    @property
+    def size(self) -> int:
+        return self.rows * self.block
+
+
+def _choose_block(sizes: list[int]) -> int:
+    """The block: the largest power of two (at most _MAX_BLOCK) that divides every leaf, so there
+    is no padding at all, when it is at least _MIN_BLOCK and the rows stay few or evenly split
+    between the leaves (cheap segment sums); else the largest block whose padding stays small."""
+    block = _MAX_BLOCK
+    while block > 1 and any(s % block for s in sizes):
+        block //= 2
+    rows = [s // block for s in sizes]
+    if block >= _MIN_BLOCK and (sum(rows) <= _MAX_UNEVEN_ROWS or len(set(rows)) == 1):
+        return block
+    total, padded_block = sum(sizes), _MAX_BLOCK
+    while padded_block > block:
+        padded = sum(-(-s // padded_block) * padded_block for s in sizes)
+        if padded - total <= total * _MAX_PADDING:
+            break
+        padded_block //= 2
+    return padded_block
+
+
+class FlatLayout:
+    """Where each leaf of a pytree lives in a few contiguous buffers (one per dtype).
+
+    Built from shapes and dtypes only (``FlatLayout.of(tree)`` accepts arrays, tracers or
+    ``jax.ShapeDtypeStruct``), hashable, and compared by value, so it is static data under jit.
+
+    Example:
+        >>> params = {"w": jnp.ones((2, 3)), "b": jnp.zeros(3)}
+        >>> layout = optjax.flat.FlatLayout.of(params)
+        >>> flat = layout.flatten(params)
+        >>> [b.shape for b in flat.buffers], layout.num_params
+        ([(9,)], 9)
+        >>> layout.unflatten(flat)["w"].shape
+        (2, 3)
+    """
+
+    def __init__(self, treedef, shapes: tuple[tuple[int, ...], ...], dtypes: tuple[np.dtype, ...]):
+        self.treedef = treedef
+        self.shapes = tuple(tuple(int(d) for d in s) for s in shapes)
+        self.dtypes = tuple(np.dtype(d) for d in dtypes)
+        order: dict[np.dtype, list[int]] = {}
+        for i, dtype in enumerate(self.dtypes):
+            order.setdefault(dtype, []).append(i)
+        groups = []
+        for dtype, leaves in order.items():
+            sizes = [math.prod(self.shapes[i]) for i in leaves]
+            block = _choose_block(sizes)
+            starts, row = [], 0
+            for s in sizes:
+                starts.append(row)
+                row += -(-s // block)
+            groups.append(_Group(dtype, block, row, tuple(leaves), tuple(sizes), tuple(starts)))
+        self.groups = tuple(groups)
+        self._key = (treedef, self.shapes, self.dtypes)
+
+    @classmethod
+    def of(cls, tree) -> FlatLayout:
+        """The layout of ``tree`` (arrays, tracers or ShapeDtypeStructs)."""
+        leaves, treedef = jax.tree.flatten(tree)
+        shapes = tuple(jnp.shape(x) for x in leaves)
+        dtypes = tuple(jnp.result_type(x) for x in leaves)
+        return cls(treedef, shapes, dtypes)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, FlatLayout) and self._key == other._key
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __repr__(self) -> str:
+        groups = ", ".join(
+            f"{g.dtype.name}: {len(g.leaves)} leaves in {g.rows}x{g.block}" for g in self.groups
+        )
+        return f"FlatLayout({len(self.shapes)} leaves, {self.num_params} params; {groups})"
+
+    @property
+    def num_params(self) -> int:
+        """Elements of the original tree (the buffers hold these plus padding)."""
+        return sum(math.prod(s) for s in self.shapes)
+
+    def flatten(self, tree) -> FlatBuffers:
+        """Pack ``tree`` (this layout's structure, shapes and dtypes) into fresh buffers."""
+        leaves = self.treedef.flatten_up_to(tree)
+        for i, (x, shape, dtype) in enumerate(zip(leaves, self.shapes, self.dtypes)):
+            if jnp.shape(x) != shape or jnp.result_type(x) != dtype:
+                raise ValueError(
+                    f"flatten: leaf {i} has shape {jnp.shape(x)} and dtype {jnp.result_type(x)}, "
+                    f"but the layout expects shape {shape} and dtype {dtype}"
+                )
+        buffers = []
+        for group in self.groups:
+            parts = []
+            for i, size in zip(group.leaves, group.sizes):
+                parts.append(jnp.ravel(jnp.asarray(leaves[i])))
+                pad = -(-size // group.block) * group.block - size
+                if pad:
+                    parts.append(jnp.zeros((pad,), group.dtype))
+            buffers.append(jnp.concatenate(parts) if len(parts) > 1 else parts[0])
+        return FlatBuffers(tuple(buffers), self)
+
+    def unflatten(self, flat: FlatBuffers | tuple | list) -> Any:
+        """The tree, each leaf a reshaped slice of its buffer (buffers may hold another dtype than
+        the layout's, e.g. a bf16 moment)."""
+        buffers = flat.buffers if isinstance(flat, FlatBuffers) else tuple(flat)
+        if len(buffers) != len(self.groups):
+            raise ValueError(
+                f"unflatten: got {len(buffers)} buffers, the layout has {len(self.groups)}"
+            )
+        leaves = [None] * len(self.shapes)
+        for group, buf in zip(self.groups, buffers):
+            if jnp.shape(buf) != (group.size,):
+                raise ValueError(
+                    f"unflatten: the {group.dtype.name} buffer has shape {jnp.shape(buf)}, "
+                    f"the layout expects ({group.size},)"
+                )
+            cuts = []
+            for size, row in zip(group.sizes, group.row_starts):
+                cuts += [row * group.block, row * group.block + size]
+            pieces = jnp.split(buf, cuts[1:]) if cuts else []
+            for k, i in enumerate(group.leaves):
+                leaves[i] = pieces[2 * k].reshape(self.shapes[i])
+        return self.treedef.unflatten(leaves)
+
+    # Segment reductions: one value per leaf, and back to one value per element.
+
+    def _row_sums(self, group: _Group, f, buffers) -> jax.Array:
+        """``sum(f(*buffers))`` over each row's valid elements. Full rows are summed as they are;
+        each leaf's partial last row is summed again from a masked copy and put in its place, so
+        no mask touches the bulk of the buffer (XLA then fuses f into one streaming reduction)."""
+        rows = [b.reshape(group.rows, group.block) for b in buffers]
+        sums = jnp.sum(f(*rows), axis=1)
+        lengths = _row_lengths(group)
+        if lengths is None:
+            return sums
+        partial = np.flatnonzero(lengths < group.block)
+        tails = f(*(r[partial] for r in rows))
+        col = jax.lax.broadcasted_iota(jnp.int32, tails.shape, 1)
+        fixed = jnp.sum(jnp.where(col < lengths[partial][:, None], tails, 0), axis=1)
+        return sums.at[partial].set(fixed)
+
+    def leaf_reduce(self, f, *flats: FlatBuffers) -> tuple[jax.Array, ...]:
+        """For each group, ``sum(f(x, ...))`` over each leaf's elements (padding left out), with
+        ``x, ...`` the matching buffers of ``flats`` (or plain tuples of buffers): one array of
+        shape (leaves in the group,) per dtype group. ``f`` is elementwise."""
+        buffers = [fl.buffers if isinstance(fl, FlatBuffers) else tuple(fl) for fl in flats]
+        return tuple(
+            _rows_to_leaves(group, self._row_sums(group, f, [b[g] for b in buffers]))
+            for g, group in enumerate(self.groups)
+        )
+
+    def leaf_sums(self, values: FlatBuffers | tuple) -> tuple[jax.Array, ...]:
+        """For each buffer, the sum of each of its leaves' elements (padding left out)."""
+        return self.leaf_reduce(lambda x: x, values)
+
+    def leaf_sum_of_squares(self, flat: FlatBuffers) -> tuple[jax.Array, ...]:
+        """``sum(x^2)`` of each leaf, in float32 at least."""
+        return self.leaf_reduce(lambda x: jnp.square(_wide(x)), flat)
+
+    def sum_of_squares(self, flat: FlatBuffers) -> jax.Array:
+        """``sum(x^2)`` over every leaf together (padding left out), in float32 at least."""
+        total = jnp.zeros([], jnp.float32)
+        for group, b in zip(self.groups, flat.buffers):
+            row_sums = self._row_sums(group, lambda x: jnp.square(_wide(x)), [b])
+            total = total.astype(row_sums.dtype) + jnp.sum(row_sums)
+        return total
+
+    def leaf_mean_square(self, flat: FlatBuffers) -> tuple[jax.Array, ...]:
+        """``mean(x^2)`` of each leaf, in float32 at least (the tree path's ``jnp.mean``)."""
+        sums = self.leaf_sum_of_squares(flat)
+        return tuple(s / jnp.asarray(n, s.dtype) for s, n in zip(sums, self.leaf_sizes()))
+
+    def leaf_sizes(self) -> tuple[np.ndarray, ...]:
+        """Elements of each leaf, per dtype group (NumPy int arrays)."""
+        return tuple(np.asarray(g.sizes, np.int64) for g in self.groups)
+
+    def expand(self, per_leaf: tuple) -> tuple[jax.Array, ...]:
+        """One value per leaf (per group) to one value per element, as (rows, block) arrays that
+        broadcast against a buffer reshaped with ``as_rows``."""
+        return tuple(
+            _leaves_to_rows(group, jnp.asarray(v))[:, None]
+            for group, v in zip(self.groups, per_leaf)
+        )
+
+    def as_rows(self, flat: FlatBuffers | tuple) -> tuple[jax.Array, ...]:
+        """Each buffer reshaped to (rows, block) (a free reshape)."""
+        buffers = flat.buffers if isinstance(flat, FlatBuffers) else tuple(flat)
+        return tuple(b.reshape(g.rows, g.block) for g, b in zip(self.groups, buffers))
+
+    def from_rows(self, rows: tuple) -> FlatBuffers:
+        return FlatBuffers(tuple(r.reshape(-1) for r in rows), self)
+
+    def where_leaves(self, keep, on_true: FlatBuffers, on_false: FlatBuffers) -> FlatBuffers:
+        """Each leaf taken whole from ``on_true`` where ``keep`` (a tree of Python bools shaped
+        like the params) says True, else from ``on_false``."""
+        out = []
+        pairs = zip(on_true.buffers, on_false.buffers)
+        for group, flags, (a, b) in zip(self.groups, self.leaf_mask(keep), pairs):
+            if flags.all():
+                out.append(a)
+            elif not flags.any():
+                out.append(b)
+            else:
+                rows = np.repeat(flags, _rows_per_leaf(group))[:, None]
+                shape = (group.rows, group.block)
+                out.append(jnp.where(rows, a.reshape(shape), b.reshape(shape)).reshape(-1))
+        return FlatBuffers(tuple(out), self)
+
+    def leaf_mask(self, keep) -> tuple[np.ndarray, ...]:
+        """Per-leaf booleans from a tree of Python bools shaped like the params, per group."""
+        flags = self.treedef.flatten_up_to(keep)
+        out = []
+        for group in self.groups:
+            values = []
+            for i in group.leaves:
+                flag = flags[i]
+                if isinstance(flag, jax.core.Tracer):
+                    raise ValueError(
+                        "flat layout: a per-leaf mask must hold Python bools (known when tracing), "
+                        f"got a traced value at leaf {i}"
+                    )
+                values.append(bool(np.asarray(flag)))
+            out.append(np.asarray(values, bool))
+        return tuple(out)
+
+
+def _wide(x):
+    return x.astype(tree_lib.compute_dtype(x.dtype))
+
+
+def _row_lengths(group: _Group) -> np.ndarray | None:
+    """Valid elements in each row, or None when every row is full."""
+    if all(s % group.block == 0 for s in group.sizes):
+        return None
+    lengths = np.full(group.rows, group.block, np.int32)
+    for size, start in zip(group.sizes, group.row_starts):
+        if size % group.block:
+            lengths[start + size // group.block] = size % group.block
+    return lengths
+
+
+def _rows_per_leaf(group: _Group) -> np.ndarray:
+    return np.asarray([-(-s // group.block) for s in group.sizes], np.int64)
+
+
+def _rows_to_leaves(group: _Group, row_values: jax.Array) -> jax.Array:
+    """Sum per-row values over each leaf's rows."""
+    counts = _rows_per_leaf(group)
+    if len(counts) and np.all(counts == counts[0]) and counts[0] > 0:
+        return row_values.reshape(len(counts), int(counts[0])).sum(axis=1)
+    ids = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
+    return jax.ops.segment_sum(row_values, ids, len(counts), indices_are_sorted=True)
+
+
+def _leaves_to_rows(group: _Group, leaf_values: jax.Array) -> jax.Array:
+    """Repeat each leaf's value over its rows."""
+    counts = _rows_per_leaf(group)
+    if len(counts) and np.all(counts == counts[0]) and counts[0] > 0:
+        return jnp.broadcast_to(leaf_values[:, None], (len(counts), int(counts[0]))).reshape(-1)
+    ids = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
+    return leaf_values[ids]
+
+
+@jax.tree_util.register_pytree_with_keys_class
+class FlatBuffers:
+    """The leaves of a pytree packed into one contiguous 1-D buffer per dtype.
+
+    A pytree itself: its children are the buffers and its static data the layout, so any
+    transform maps over it as over any tree, and two FlatBuffers match only when their layouts
+    do. ``unflatten()`` gives back the original tree as views.
+    """
+
+    __slots__ = ("buffers", "layout")
+
+    def __init__(self, buffers, layout: FlatLayout):
+        self.buffers = tuple(buffers)
+        self.layout = layout
+
+    def unflatten(self) -> Any:
+        return self.layout.unflatten(self)
+
+    def tree_flatten_with_keys(self):
+        keys = [jax.tree_util.DictKey(g.dtype.name) for g in self.layout.groups]
+        return list(zip(keys, self.buffers)), self.layout
+
+    @classmethod
+    def tree_unflatten(cls, layout, buffers):
+        return cls(buffers, layout)
+
+    def __repr__(self) -> str:
+        return f"FlatBuffers({list(self.buffers)!r}, {self.layout!r})"
+
+
+def map_leafwise(f, flat: FlatBuffers, *per_leaf: tuple, others: tuple = ()) -> FlatBuffers:
+    """``f(x, *values, *other_rows)`` on each buffer viewed as (rows, block), where ``values`` are
+    per-leaf values (one array per group, as from ``leaf_sums``) broadcast to every element of
+    their leaf, and ``others`` more FlatBuffers with the same layout, also as rows."""
+    layout = flat.layout
+    expanded = [layout.expand(v) for v in per_leaf]
+    other_rows = [layout.as_rows(o) for o in others]
+    out = []
+    for g, x in enumerate(layout.as_rows(flat)):
+        out.append(f(x, *(e[g] for e in expanded), *(o[g] for o in other_rows)))
+    return layout.from_rows(tuple(out))
+
+
+def flatten(tree) -> tuple[FlatBuffers, FlatLayout]:
+    """Pack a pytree of arrays into flat buffers: ``(flat, layout)``, ``layout = flat.layout``.
+
+    Example:
+        >>> flat, layout = optjax.flat.flatten({"a": jnp.ones(2), "b": jnp.arange(3.0)})
+        >>> flat.buffers[0]
+        Array([1., 1., 0., 1., 2.], dtype=float32)
+        >>> layout.unflatten(flat)["b"]
+        Array([0., 1., 2.], dtype=float32)
+    """
+    layout = FlatLayout.of(tree)
+    return layout.flatten(tree), layout
+
+
+def unflatten(flat: FlatBuffers) -> Any:
+    """The pytree that ``flat`` packs, each leaf a view of its buffer."""
+    return flat.layout.unflatten(flat)
+
+
+def as_tree(params) -> Any:
+    """``params`` as the model's pytree: the views of a FlatBuffers, anything else as it is.
+
+    The one line a loss function needs to accept flat params. Under ``jax.vmap`` (many runs
+    stacked on a leading axis, the buffers of shape (runs, size)) it unflattens each run::
+
+        layout = FlatLayout.of(jax.tree.map(lambda x: x[0], stacked_params))
+        flat_params = jax.vmap(layout.flatten)(stacked_params)
+
+    Example:
+        >>> flat_params, _ = optjax.flat.flatten({"w": jnp.ones(2)})
+        >>> optjax.flat.as_tree(flat_params)["w"]
+        Array([1., 1.], dtype=float32)
+    """
+    return params.unflatten() if isinstance(params, FlatBuffers) else params
+
+
+def is_flat(x) -> bool:
+    """Whether ``x`` is a FlatBuffers (a transform can then reduce per leaf with its layout)."""
+    return isinstance(x, FlatBuffers)
+
+
+def flat_transform(tx: GradientTransformation) -> GradientTransformation:
+    """Run ``tx`` with its state held flat, as a drop-in for code that passes pytrees.
+
+    ``init`` and ``update`` accept either FlatBuffers (the fast path: nothing is copied) or the
+    ordinary tree (packed on entry; the updates come back as a tree of views). Keeping the params
+    flat across steps, as in this module's example, saves the packing copy of params and grads.
+
+    Example:
+        >>> tx = optjax.flat.flat_transform(optjax.sgd(0.1))
+        >>> params = {"a": jnp.ones(2), "b": jnp.ones(3)}
+        >>> u, state = tx.update(params, tx.init(params), params)
+        >>> u["b"]
+        Array([-0.1, -0.1, -0.1], dtype=float32)
+    """
+
+    def pack(x, layout):
+        if x is None or isinstance(x, FlatBuffers):
+            return x
+        return layout.flatten(x)
+
+    def init(params):
+        if not isinstance(params, FlatBuffers):
+            params = FlatLayout.of(params).flatten(params)
+        return tx.init(params)
+
+    def update(updates, state, params=None, **extra_args):
+        if isinstance(updates, FlatBuffers):
+            return tx.update(updates, state, pack(params, updates.layout), **extra_args)
+        layout = FlatLayout.of(updates)
+        flat_updates, state = tx.update(
+            layout.flatten(updates), state, pack(params, layout), **extra_args
+        )
+        return layout.unflatten(flat_updates), state
+
+    return GradientTransformation(init, update)

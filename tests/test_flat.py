@@ -1,0 +1,345 @@
+"""The flat fused path (optjax.flat): the layout's round trips, its segment reductions against
+NumPy, and trajectories that match the tree path for elementwise optimizers and for chains with
+per-leaf reductions, over mixed dtypes and shapes, jitted with params and state donated.
+
+The tree path is the oracle here (it is tested against the papers' formulas elsewhere). XLA:CPU
+may compile one elementwise formula differently in a loop's vector body and its scalar tail, so
+a value can differ by an ulp between a leaf and the same numbers inside a longer buffer: the
+elementwise comparisons allow 2 ulps of the leaf's dtype, the ones with reductions (summed in
+another order) 8.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import optjax
+from optjax import flat
+
+BF16 = jnp.bfloat16
+
+
+def make_params(seed=0):
+    rng = np.random.default_rng(seed)
+
+    def arr(shape, dtype=jnp.float32):
+        return jnp.asarray(rng.normal(size=shape), dtype)
+
+    return {
+        "dense": {"w": arr((7, 5)), "b": arr((5,))},
+        "emb": arr((130, 129)),  # factored by Adafactor; 129 columns: a vector loop's tail
+        "scale": arr(()),
+        "half": {"w": arr((3, 4), BF16), "b": arr((4,), BF16)},
+        "conv": arr((3, 3, 2, 4)),
+    }
+
+
+def make_grads(params, steps, seed=1):
+    rng = np.random.default_rng(seed)
+    return [
+        jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), params)
+        for _ in range(steps)
+    ]
+
+
+def assert_close(got, want, ulps):
+    for path, a, b in zip(
+        jax.tree_util.tree_flatten_with_path(want)[0], jax.tree.leaves(want), jax.tree.leaves(got)
+    ):
+        assert a.dtype == b.dtype and a.shape == b.shape, path[0]
+        eps = float(jnp.finfo(a.dtype).eps) * ulps  # one ulp of the leaf's own dtype
+        a32, b32 = np.asarray(a, np.float32), np.asarray(b, np.float32)
+        scale = max(float(np.max(np.abs(a32), initial=0.0)), 1e-30)
+        np.testing.assert_allclose(b32, a32, rtol=eps, atol=eps * scale, err_msg=str(path[0]))
+
+
+def trajectory(tx, params, grads, pack=None):
+    """Params after each jitted, donated step; with ``pack``, params and grads run flat."""
+    if pack is not None:
+        params, grads = pack(params), [pack(g) for g in grads]
+    # Fresh copies: the step donates them (and some inits share one zeros array between fields).
+    params = jax.tree.map(jnp.copy, params)
+    state = jax.tree.map(jnp.copy, tx.init(params))
+
+    @jax.jit
+    def step(params, state, g):
+        updates, state = tx.update(g, state, params)
+        return optjax.apply_updates(params, updates), state
+
+    step = jax.jit(step, donate_argnums=(0, 1))
+    out = []
+    for g in grads:
+        params, state = step(params, state, g)
+        tree = params.unflatten() if pack is not None else params
+        out.append(jax.tree.map(np.asarray, tree))  # a host copy: the next step donates params
+    return out
+
+
+def weight_mask(params):
+    return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+ELEMENTWISE = {
+    "sgd": lambda: optjax.sgd(0.1),
+    "sgd_nesterov": lambda: optjax.sgd(0.1, momentum=0.9, nesterov=True),
+    "adam": lambda: optjax.adam(1e-2),
+    "adam_bf16_moment": lambda: optjax.adam(1e-2, mu_dtype=BF16),
+    "adamw_masked": lambda: optjax.adamw(1e-2, weight_decay=0.1, mask=weight_mask),
+    "nadam": lambda: optjax.nadam(1e-2),
+    "amsgrad": lambda: optjax.amsgrad(1e-2),
+    "adamax": lambda: optjax.adamax(1e-2),
+    "radam": lambda: optjax.radam(1e-2),
+    "rmsprop": lambda: optjax.rmsprop(1e-2, centered=True, momentum=0.9),
+    "adagrad": lambda: optjax.adagrad(1e-2),
+    "adadelta": lambda: optjax.adadelta(),
+    "lion": lambda: optjax.lion(1e-2),
+    "lion_b1_above_b2": lambda: optjax.lion(1e-2, b1=0.95, b2=0.9),
+    "lion_bf16_moment": lambda: optjax.lion(1e-2, mu_dtype=BF16),
+}
+
+WITH_REDUCTIONS = {
+    "clip_global_norm_adam": lambda: optjax.chain(
+        optjax.clip_by_global_norm(0.5), optjax.adam(1e-2)
+    ),
+    "clip_block_rms_sgd": lambda: optjax.chain(optjax.clip_by_block_rms(0.1), optjax.sgd(0.1)),
+    "decay_mask_tree": lambda: optjax.chain(
+        optjax.add_decayed_weights(0.5, mask=weight_mask(make_params())), optjax.sgd(0.1)
+    ),
+    "adafactor_unfactored": lambda: optjax.adafactor(1e-2, factored=False),
+    "adafactor_factored": lambda: optjax.adafactor(1e-2, weight_decay_rate=0.1, momentum=0.9),
+    "factored_rms_clipped": lambda: optjax.chain(
+        optjax.scale_by_factored_rms(factored=False, clipping_threshold=0.5), optjax.sgd(0.1)
+    ),
+    "param_block_rms": lambda: optjax.chain(optjax.scale_by_param_block_rms(), optjax.sgd(0.1)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ELEMENTWISE))
+def test_elementwise_optimizers_match_tree_path(name):
+    params = make_params()
+    grads = make_grads(params, 4)
+    layout = flat.FlatLayout.of(params)
+    want = trajectory(ELEMENTWISE[name](), params, grads)
+    got = trajectory(ELEMENTWISE[name](), params, grads, pack=layout.flatten)
+    for w, g in zip(want, got):
+        assert_close(g, w, ulps=2)
+
+
+@pytest.mark.parametrize("name", sorted(WITH_REDUCTIONS))
+def test_chains_with_per_leaf_reductions_match_tree_path(name):
+    params = make_params()
+    grads = make_grads(params, 4)
+    layout = flat.FlatLayout.of(params)
+    want = trajectory(WITH_REDUCTIONS[name](), params, grads)
+    got = trajectory(WITH_REDUCTIONS[name](), params, grads, pack=layout.flatten)
+    for w, g in zip(want, got):
+        assert_close(g, w, ulps=8)
+
+
+def test_flat_transform_is_a_drop_in_on_trees():
+    params = make_params()
+    grads = make_grads(params, 3)
+    want = trajectory(optjax.adamw(1e-2, weight_decay=0.1), params, grads)
+    got = trajectory(flat.flat_transform(optjax.adamw(1e-2, weight_decay=0.1)), params, grads)
+    for w, g in zip(want, got):
+        assert_close(g, w, ulps=2)
+    state = flat.flat_transform(optjax.adam(1e-2)).init(params)
+    assert isinstance(state[0].mu, flat.FlatBuffers)  # the state is held flat
+
+
+def test_round_trip_keeps_structure_dtypes_and_values():
+    params = make_params()
+    params["empty"] = jnp.zeros((0, 3))
+    packed, layout = flat.flatten(params)
+    assert [b.dtype for b in packed.buffers] == [jnp.float32, BF16]  # one buffer per dtype
+    assert layout.num_params == sum(x.size for x in jax.tree.leaves(params))
+    back = jax.jit(flat.unflatten)(packed)
+    assert jax.tree.structure(back) == jax.tree.structure(params)
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(back)):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        np.testing.assert_array_equal(np.asarray(b, np.float32), np.asarray(a, np.float32))
+
+
+def test_leaves_start_on_blocks_and_padding_is_zero():
+    tree = {"a": jnp.ones(1000), "b": jnp.ones(1000), "c": jnp.ones(3)}
+    packed, layout = flat.flatten(tree)
+    (group,) = layout.groups
+    assert group.block == 16 and group.size == 1008 + 1008 + 16  # a little padding
+    buffer = np.asarray(packed.buffers[0])
+    assert buffer.sum() == 2003  # the padding holds zeros
+    assert buffer[1000:1008].sum() == 0 and buffer[1008] == 1
+
+
+def test_exact_block_needs_no_padding():
+    packed, layout = flat.flatten([jnp.ones((64,)) for _ in range(50)])
+    assert layout.groups[0].block == 64 and packed.buffers[0].shape == (3200,)
+
+
+def test_segment_sums_match_numpy_and_skip_padding():
+    rng = np.random.default_rng(3)
+    tree = {"a": rng.normal(size=1000), "b": rng.normal(size=(10, 100)), "c": rng.normal(size=3)}
+    tree = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), tree)
+    packed, layout = flat.flatten(tree)
+    noisy = flat.FlatBuffers([jnp.where(packed.buffers[0] == 0, 1e6, packed.buffers[0])], layout)
+    (sums,) = jax.jit(layout.leaf_sum_of_squares)(noisy)
+    want = [np.sum(np.square(np.asarray(x, np.float64))) for x in jax.tree.leaves(tree)]
+    np.testing.assert_allclose(sums, want, rtol=1e-5)
+    total = jax.jit(layout.sum_of_squares)(noisy)
+    np.testing.assert_allclose(total, sum(want), rtol=1e-5)
+
+
+def test_global_norm_clipping_ignores_padding():
+    tree = {"a": jnp.full(1000, 0.1), "b": jnp.full(1000, -0.1), "c": jnp.full(3, 0.1)}
+    packed, layout = flat.flatten(tree)
+    noisy = flat.FlatBuffers([jnp.where(packed.buffers[0] == 0, 50.0, packed.buffers[0])], layout)
+    tx = optjax.clip_by_global_norm(1.0)
+    got = layout.unflatten(tx.update(noisy, tx.init(noisy))[0])
+    want = tx.update(tree, tx.init(tree))[0]  # norm 4.47: scaled by 1 / 4.47, padding or not
+    for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+        np.testing.assert_allclose(b, a, rtol=1e-5)
+        np.testing.assert_allclose(np.abs(b), 0.1 / np.sqrt(0.01 * 2003), rtol=1e-5)
+
+
+def test_grad_of_a_loss_of_the_views_is_flat():
+    params = make_params()
+    params["half"] = jax.tree.map(lambda x: x.astype(jnp.float32), params["half"])
+    packed, layout = flat.flatten(params)
+
+    def loss(tree):
+        return sum(jnp.sum(jnp.sin(x) * (i + 1)) for i, x in enumerate(jax.tree.leaves(tree)))
+
+    flat_grads = jax.jit(jax.grad(lambda f: loss(layout.unflatten(f))))(packed)
+    assert isinstance(flat_grads, flat.FlatBuffers) and flat_grads.layout == layout
+    want = layout.flatten(jax.grad(loss)(params))
+    np.testing.assert_allclose(flat_grads.buffers[0], want.buffers[0], rtol=1e-6)
+
+
+def test_flat_update_does_the_same_work_for_any_number_of_leaves():
+    def equations(n_leaves):
+        packed, _ = flat.flatten([jnp.ones((64,)) for _ in range(n_leaves)])
+        tx = optjax.adamw(1e-3, weight_decay=0.1)
+        jaxpr = jax.make_jaxpr(tx.update)(packed, tx.init(packed), packed)
+        return len(jaxpr.eqns)
+
+    assert equations(3) == equations(300)
+
+
+def test_layout_is_static_and_compared_by_value():
+    a = flat.FlatLayout.of({"x": jnp.ones(3), "y": jnp.ones((2, 2))})
+    b = flat.FlatLayout.of({"x": jax.ShapeDtypeStruct((3,), jnp.float32), "y": jnp.zeros((2, 2))})
+    assert a == b and hash(a) == hash(b)
+    assert a != flat.FlatLayout.of({"x": jnp.ones(4), "y": jnp.ones((2, 2))})
+    traces = []
+
+    @jax.jit
+    def f(packed):
+        traces.append(1)
+        return packed.buffers[0].sum()
+
+    f(a.flatten({"x": jnp.ones(3), "y": jnp.ones((2, 2))}))
+    f(b.flatten({"x": jnp.zeros(3), "y": jnp.ones((2, 2))}))
+    assert len(traces) == 1
+
+
+def test_factored_leaves_fall_back_to_the_tree_state():
+    params = make_params()
+    packed, _ = flat.flatten(params)
+    tx = optjax.scale_by_factored_rms()
+    state = tx.init(packed)
+    tree_state = tx.init(params)
+    assert jax.tree.structure(state) == jax.tree.structure(tree_state)
+    assert [x.shape for x in jax.tree.leaves(state)] == [
+        x.shape for x in jax.tree.leaves(tree_state)
+    ]
+    assert state.v_row["emb"].ndim == 1 and state.v["emb"].shape == (1,)  # factored
+    unfactored = optjax.scale_by_factored_rms(factored=False).init(packed)
+    assert isinstance(unfactored.v, flat.FlatBuffers)
+
+
+def test_flatten_rejects_a_leaf_of_another_shape():
+    layout = flat.FlatLayout.of({"a": jnp.ones(3), "b": jnp.ones(2)})
+    with pytest.raises(ValueError, match=r"leaf 1 has shape \(3,\).*expects shape \(2,\)"):
+        layout.flatten({"a": jnp.ones(3), "b": jnp.ones(3)})
+
+
+def test_unflatten_rejects_the_wrong_buffers():
+    packed, layout = flat.flatten({"a": jnp.ones(3), "h": jnp.ones(2, BF16)})
+    with pytest.raises(ValueError, match="got 1 buffers, the layout has 2"):
+        layout.unflatten(packed.buffers[:1])
+    with pytest.raises(ValueError, match=r"float32 buffer has shape \(4,\)"):
+        layout.unflatten([jnp.ones(4), packed.buffers[1]])
+
+
+def test_a_traced_mask_is_rejected_on_the_flat_layout():
+    packed, _ = flat.flatten({"a": jnp.ones(3), "b": jnp.ones(2)})
+    tx = optjax.add_decayed_weights(0.1, mask=lambda p: jax.tree.map(lambda x: x.sum() > 0, p))
+    with pytest.raises(ValueError, match="mask must hold Python bools"):
+        jax.jit(tx.update)(packed, tx.init(packed), packed)
+
+
+def test_param_block_rms_wants_both_flat_or_both_trees():
+    packed, _ = flat.flatten({"a": jnp.ones(3)})
+    tx = optjax.scale_by_param_block_rms()
+    with pytest.raises(ValueError, match="both be FlatBuffers of one layout, or both trees"):
+        tx.update(packed, tx.init(packed), {"a": jnp.ones(3)})
+
+
+def test_runs_stacked_under_vmap_match_each_run():
+    runs = [make_params(seed) for seed in range(3)]
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *runs)
+    layout = flat.FlatLayout.of(runs[0])
+    flat_params = jax.vmap(layout.flatten)(stacked)
+    assert flat_params.buffers[0].shape == (3, layout.groups[0].size)
+    tx = optjax.adam(1e-2)
+    grads = jax.vmap(layout.flatten)(jax.tree.map(jnp.ones_like, stacked))
+
+    def step(p, s, g):
+        u, s = tx.update(g, s, p)
+        return optjax.apply_updates(p, u), s
+
+    new, _ = jax.jit(jax.vmap(step))(flat_params, jax.vmap(tx.init)(flat_params), grads)
+    trees = jax.vmap(flat.as_tree)(new)
+    for r, run in enumerate(runs):
+        want = step(run, tx.init(run), jax.tree.map(jnp.ones_like, run))[0]
+        assert_close(jax.tree.map(lambda x, r=r: x[r], trees), want, ulps=2)
+
+
+# The primitives made to stream (no full-size temporary in a jitted, donated step).
+
+
+def step_temporary_bytes(tx, params):
+    def step(p, s, g):
+        updates, s = tx.update(g, s, p)
+        return optjax.apply_updates(p, updates), s
+
+    compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, tx.init(params), params).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+
+@pytest.mark.parametrize("factored", [True, False])
+def test_factored_rms_folds_block_rms_clipping(factored):
+    params = make_params()
+    grads = make_grads(params, 4)
+    chained = optjax.chain(
+        optjax.scale_by_factored_rms(factored=factored), optjax.clip_by_block_rms(0.3)
+    )
+    folded = optjax.scale_by_factored_rms(factored=factored, clipping_threshold=0.3)
+    for want, got in zip(trajectory(chained, params, grads), trajectory(folded, params, grads)):
+        assert_close(got, want, ulps=8)
+
+
+def test_lion_and_folded_adafactor_steps_need_no_full_size_temporary():
+    leaf = jnp.ones((256, 512))  # 512 KiB
+    folded_adafactor = optjax.chain(
+        optjax.scale_by_factored_rms(clipping_threshold=1.0),
+        optjax.scale_by_param_block_rms(),
+        optjax.scale(-1e-3),
+    )
+    assert step_temporary_bytes(optjax.lion(1e-3), leaf) < leaf.nbytes // 4
+    assert step_temporary_bytes(folded_adafactor, leaf) < leaf.nbytes // 4
+
+
+def test_factored_rms_rejects_a_clipping_threshold_of_zero():
+    with pytest.raises(ValueError, match="clipping_threshold must be a number > 0"):
+        optjax.scale_by_factored_rms(clipping_threshold=0.0)
