@@ -16,6 +16,7 @@ from optjax.train import (
     CNN,
     MLP,
     Dataset,
+    eval_graphdef,
     init_runs,
     init_train_state,
     load_dataset,
@@ -291,12 +292,19 @@ def test_models_with_dropout_and_batch_norm():
     assert accuracy == pytest.approx(together.runs[1].test_accuracy, abs=1e-6)
 
 
-def test_small_cnn_trains_under_vmap():
-    model = lambda rngs: CNN(channels=(4, 8), hidden=16, rngs=rngs)
-    result = train(model, optjax.adam(1e-3), DS, steps=2, batch_size=8, log_every=2, seeds=[0, 1])
-    assert np.isfinite(result.history["train_loss"]).all() and result.test_accuracies.shape == (2,)
-    counts = [np.asarray(d["rngs"]["count"]).tolist() for d in result.other["dropouts"].values()]
-    assert counts == [[2, 2], [2, 2]]  # one draw per step, in both dropout layers
+def test_cnn_train_step_uses_dropout_in_training_only():
+    tx = optjax.adam(1e-3)
+    graphdef, state = init_train_state(CNN(channels=(2, 4), hidden=8, rngs=nnx.Rngs(0)), tx)
+    step = make_train_step(graphdef, tx)
+    x, y = jnp.asarray(DS.train_images[:8], jnp.float32) / 255, jnp.asarray(DS.train_labels[:8])
+    for _ in range(2):
+        state, loss, _ = step(state, x, y)
+    assert np.isfinite(float(loss))
+    counts = [int(d["rngs"]["count"]) for d in state.other["dropouts"].values()]
+    assert counts == [2, 2]  # one draw per step in each dropout layer
+    model = nnx.merge(eval_graphdef(graphdef, state.params, state.other), state.params, state.other)
+    assert all(d.deterministic for d in model.dropouts)
+    np.testing.assert_array_equal(model(x), model(x))
 
 
 def test_nnx_optimizer_accepts_optjax_transforms():

@@ -17,6 +17,7 @@ from optjax.train.data import load_dataset as load_dataset
 from optjax.train.data import read_idx as read_idx
 from optjax.train.loop import TrainState as TrainState
 from optjax.train.loop import cross_entropy as cross_entropy
+from optjax.train.loop import eval_graphdef as eval_graphdef
 from optjax.train.loop import init_runs as init_runs
 from optjax.train.loop import init_train_state as init_train_state
 from optjax.train.loop import make_train_step as make_train_step

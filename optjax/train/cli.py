@@ -174,9 +174,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="learning rate; a comma-separated list trains one run per rate (vmapped)",
     )
-    p.add_argument("--momentum", type=float, default=None)
-    p.add_argument("--nesterov", action="store_true")
-    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument(
+        "--momentum",
+        type=float,
+        default=None,
+        help="for optimizers that take it (sgd, rmsprop, ...)",
+    )
+    p.add_argument("--nesterov", action="store_true", help="Nesterov momentum (with --momentum)")
+    p.add_argument(
+        "--weight-decay", type=float, default=None, help="for optimizers that take it (adamw, ...)"
+    )
     p.add_argument("--steps", type=int, default=None, help="training steps (default 3000)")
     p.add_argument(
         "--epochs", type=float, default=None, help="training length in epochs, instead of --steps"
@@ -397,9 +404,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 1
     lr = "default" if args.learning_rate is None else ",".join(f"{v:g}" for v in args.learning_rate)
+    options = [f"lr {lr}"] + [
+        f"{name} {value}"
+        for name, value in (("momentum", args.momentum), ("weight decay", args.weight_decay))
+        if value is not None
+    ]
+    options += ["nesterov"] if args.nesterov else []
     title = (
-        f"{args.dataset}, {args.model}, {args.optimizer} (lr {lr}), {result.steps} steps of batch "
-        f"{result.batch_size}, {len(result.runs)} run(s)"
+        f"{args.dataset}, {args.model}, {args.optimizer} ({', '.join(options)}), "
+        f"{result.steps} steps of batch {result.batch_size}, {len(result.runs)} run(s)"
     )
     print(summary_table(result, title))
     if args.json:
