@@ -178,6 +178,7 @@ def test_real_torch_compat_presets_resolve():
             "unknown optimizer 'nope'; choose from adadelta,",
         ),
         (["--steps", "-5"], 2, "--steps must be an integer >= 1, got -5"),
+        (["--resume"], 2, "--resume needs --checkpoint PATH, the file to resume from"),
         (["--batch-size", "0"], 2, "--batch-size must be an integer >= 1, got 0"),
         (["--optimizer", "adam"], 2, "optimizer 'adam' needs --learning-rate"),
         (

@@ -365,3 +365,46 @@ def test_mlp_with_adam_learns_mnist():
         "mlp", optjax.adam(1e-3), ds, steps=3000, batch_size=100, seeds=[0], log_every=500
     )
     assert result.runs[0].test_accuracy >= 0.965, result.runs
+
+
+def _noise_dataset():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (256, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, 256).astype(np.int32)
+    return Dataset("noise", images, labels, images[:64], labels[:64])
+
+
+@pytest.mark.parametrize(
+    "make_tx",
+    [
+        lambda: optjax.adam(1e-3),
+        lambda: optjax.inject_hyperparams(optjax.sgd)(
+            learning_rate=optjax.cosine_decay_schedule(0.1, 12), momentum=0.9
+        ),
+        lambda: optjax.MultiSteps(optjax.adamw(1e-3), every_k_schedule=2),
+    ],
+    ids=["adam", "inject_hyperparams", "MultiSteps"],
+)
+def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, make_tx):
+    data, path = _noise_dataset(), tmp_path / "run.npz"
+    common = dict(batch_size=16, seeds=[0, 1], log_every=3)
+    whole = train(MLP, make_tx(), data, steps=12, **common)
+    train(MLP, make_tx(), data, steps=6, checkpoint=str(path), **common)
+    resumed = train(MLP, make_tx(), data, steps=12, checkpoint=str(path), resume=True, **common)
+    for a, b in zip(jax.tree.leaves(whole.params), jax.tree.leaves(resumed.params), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(
+        jax.tree.leaves(whole.params)[0],
+        jax.tree.leaves(train(MLP, make_tx(), data, steps=6, **common).params)[0],
+    )  # the second half did move the params
+
+
+def test_resume_errors(tmp_path):
+    data, path = _noise_dataset(), tmp_path / "run.npz"
+    with pytest.raises(ValueError, match="resume=True needs checkpoint=PATH"):
+        train(MLP, optjax.adam(1e-3), data, steps=4, batch_size=16, resume=True)
+    train(MLP, optjax.adam(1e-3), data, steps=4, batch_size=16, log_every=2, checkpoint=str(path))
+    with pytest.raises(ValueError, match="is at step 4; steps=4 leaves nothing to run"):
+        train(MLP, optjax.adam(1e-3), data, steps=4, batch_size=16, checkpoint=str(path), resume=True)
+    with pytest.raises(ValueError, match="differ|mismatch|shape"):  # another optimizer's state
+        train(MLP, optjax.sgd(0.1), data, steps=8, batch_size=16, checkpoint=str(path), resume=True)

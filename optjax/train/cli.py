@@ -207,6 +207,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-download", action="store_true", help="never download the dataset")
     p.add_argument("--json", metavar="PATH", default=None, help="write the results as JSON")
     p.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        default=None,
+        help="save the train state to PATH every --log-every steps",
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue from --checkpoint as if never stopped"
+    )
+    p.add_argument(
         "--plot", metavar="PATH", default=None, help="write a PNG of the loss and accuracy curves"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -367,6 +376,8 @@ def run(args: argparse.Namespace) -> TrainResult:
         raise UsageError(f"optimizer {args.optimizer!r}: {error}") from None
     model = _model_from_args(args)
 
+    if args.resume and args.checkpoint is None:
+        raise UsageError("--resume needs --checkpoint PATH, the file to resume from")
     dataset = load_dataset(args.dataset, args.data_dir, download_missing=not args.no_download)
     n = len(dataset.train_labels)
     if args.batch_size > n:
@@ -384,7 +395,10 @@ def run(args: argparse.Namespace) -> TrainResult:
         "callback": None if args.quiet else ProgressBar(),
     }
     if lrs is not None and len(lrs) > 1:
+        if args.checkpoint is not None:
+            raise UsageError("--checkpoint works with a single --learning-rate, not a sweep")
         return sweep(model, make_tx, dataset, learning_rates=lrs, **common)
+    common.update(checkpoint=args.checkpoint, resume=args.resume)
     if lrs is None:
         return train(model, make_tx(None), dataset, **common)
     return train(model, make_tx, dataset, learning_rate=lrs[0], **common)

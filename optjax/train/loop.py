@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from optjax import checkpoint as optjax_checkpoint
 from optjax import core
 from optjax._checks import check_learning_rate, check_positive_int
 from optjax.train.data import BatchSampler, Dataset
@@ -221,9 +222,13 @@ def _run(
     eval_every,
     eval_batch_size,
     callback,
+    checkpoint=None,
+    resume=False,
 ) -> TrainResult:
     """Train len(seeds) runs at once; run i uses seeds[i] and learning_rates[i] (None: the
-    optimizer is a fixed transform)."""
+    optimizer is a fixed transform). With ``checkpoint``, the train state and step are saved
+    there after every ``log_every`` steps; with ``resume`` too, training continues from it and
+    takes exactly the steps the uninterrupted run would (same batches, same programs)."""
     check_positive_int("steps", steps)
     check_positive_int("batch_size", batch_size)
     check_positive_int("log_every", log_every)
@@ -263,6 +268,16 @@ def _run(
         for k in ("step", "train_loss", "train_accuracy", "eval_step", "test_loss", "test_accuracy")
     }
     step, next_eval = 0, min(eval_every, steps)
+    if resume:
+        if checkpoint is None:
+            raise ValueError("resume=True needs checkpoint=PATH, the file to resume from")
+        restored = optjax_checkpoint.restore(checkpoint, {"state": state, "step": 0})
+        state, step = restored["state"], int(restored["step"])
+        if step >= steps:
+            raise ValueError(f"the checkpoint {checkpoint} is at step {step}; steps={steps} leaves nothing to run")
+        for sampler in samplers:  # replay the data order up to the checkpoint
+            sampler.take(step)
+        next_eval = min((step // eval_every + 1) * eval_every, steps)
     while step < steps:
         k = min(log_every, steps - step)
         idx = np.zeros((log_every, len(seeds), batch_size), np.int32)  # a fixed shape: one compile
@@ -282,6 +297,8 @@ def _run(
         chunk_seconds = time.perf_counter() - t0
         run_seconds += chunk_seconds
         step += k
+        if checkpoint is not None:  # before the next call donates the state's buffers
+            optjax_checkpoint.save(checkpoint, {"state": state, "step": step})
         history["step"].append(step)
         history["train_loss"].append(loss.mean(0))
         history["train_accuracy"].append(acc.mean(0))
@@ -336,6 +353,8 @@ def train(
     eval_every: int | None = None,
     eval_batch_size: int = 1000,
     callback: Callable[[Progress], None] | None = None,
+    checkpoint: str | None = None,
+    resume: bool = False,
 ) -> TrainResult:
     """Train one model per seed, all at once: one jitted program vmaps the train step over the
     runs (per-seed initialisation ``model(rngs=nnx.Rngs(seed))`` and per-seed data order).
@@ -345,6 +364,8 @@ def train(
     "cnn", or a callable ``model(rngs=...) -> nnx.Module`` (e.g. ``MLP``, or a lambda). Steps
     run ``log_every`` at a time (one call, one progress report); the test set is evaluated
     every ``eval_every`` steps (rounded up to a multiple of ``log_every``) and at the end.
+    ``checkpoint=PATH`` saves the train state every ``log_every`` steps (optjax.checkpoint);
+    ``resume=True`` continues from that file exactly as the uninterrupted run would have.
 
     Example:
         >>> from optjax.train import Dataset, MLP, train
@@ -381,6 +402,8 @@ def train(
         eval_every,
         eval_batch_size,
         callback,
+        checkpoint,
+        resume,
     )
 
 
