@@ -160,3 +160,10 @@ def test_step_count_saturates_instead_of_wrapping():
     u, state = jax.jit(tx.update)(jnp.ones(1), state)
     assert state.count.dtype == jnp.int32 and int(state.count) == 2**31 - 1
     assert bool(jnp.all(jnp.isfinite(u)))
+
+
+def test_amsgrad_state_can_be_donated():
+    tx = optjax.amsgrad(0.1)
+    step = jax.jit(lambda g, s: tx.update(g, s), donate_argnums=1)
+    _, state = step(jnp.ones(3), tx.init(jnp.zeros(3)))  # nu and nu_max must be separate buffers
+    assert state[0].nu_max.shape == (3,)

@@ -165,9 +165,11 @@ def scale_by_amsgrad(
     check_nonnegative("eps_root", eps_root)
 
     def init(params):
-        zeros = tree.zeros_like(params)
-        return ScaleByAmsgradState(
-            jnp.zeros([], jnp.int32), tree.zeros_like(params, mu_dtype), zeros, zeros
+        return ScaleByAmsgradState(  # separate buffers for nu and nu_max, so both can be donated
+            jnp.zeros([], jnp.int32),
+            tree.zeros_like(params, mu_dtype),
+            tree.zeros_like(params),
+            tree.zeros_like(params),
         )
 
     def update(updates, state, params=None):
