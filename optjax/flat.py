@@ -29,11 +29,12 @@ mask in add_decayed_weights, Adafactor's clipping) use the layout's segment redu
 sums are taken in another order); clip_by_global_norm leaves the padding out of its norm.
 Adafactor's factored moments need each leaf's own shape: scale_by_factored_rms runs flat when no
 leaf is factored, and otherwise falls back to per-leaf code on the unflattened views (same
-numbers; no flat speed-up, and the per-leaf updates are copied into one buffer). A transform from
-outside
-optjax that reduces over each leaf (say optax.clip_by_block_rms) would see one buffer where the
-tree path sees many leaves: wrap such chains with ``flat_transform`` only after checking them, or
-use the tree path.
+numbers; no flat speed-up, and the per-leaf updates are copied into one buffer). The transforms
+that need each leaf on its own (masked, multi_transform and freeze, whose masks and labels are
+per leaf; add_noise, with one random key per leaf; torch_compat.Adafactor's factored moments) run
+on the views the same way (``per_leaf``). A transform from outside optjax that reduces over each
+leaf (say optax.clip_by_block_rms) would see one buffer where the tree path sees many leaves:
+wrap such chains with ``flat_transform`` only after checking them, or use the tree path.
 
 Each leaf starts on a block boundary: a buffer holds ``rows x block`` elements, every row belongs
 to one leaf, and the few elements between a leaf's end and the next block, if any, are padding
@@ -44,6 +45,7 @@ as one value per row.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, NamedTuple
 
@@ -418,6 +420,24 @@ def as_tree(params) -> Any:
 def is_flat(x) -> bool:
     """Whether ``x`` is a FlatBuffers (a transform can then reduce per leaf with its layout)."""
     return isinstance(x, FlatBuffers)
+
+
+def per_leaf(update):
+    """Decorate a transform's ``update`` so that on FlatBuffers it runs on the tree of views: for
+    transforms that need each leaf on its own (its shape, a mask or label, a random key per leaf).
+    Its state is then kept per leaf (its ``init`` takes ``as_tree(params)``) and its updates are
+    packed back into buffers: the tree path's numbers, without the flat path's speed.
+    """
+
+    @functools.wraps(update)
+    def wrapped(updates, state, params=None, **extra_args):
+        if not isinstance(updates, FlatBuffers):
+            return update(updates, state, params, **extra_args)
+        layout = updates.layout
+        new_updates, state = update(layout.unflatten(updates), state, as_tree(params), **extra_args)
+        return layout.flatten(new_updates), state
+
+    return wrapped
 
 
 def flat_transform(tx: GradientTransformation) -> GradientTransformation:

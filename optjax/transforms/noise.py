@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from optjax import tree
 from optjax._checks import check_nonnegative
 from optjax.core import GradientTransformation
+from optjax.flat import per_leaf
 
 
 class AddNoiseState(NamedTuple):
@@ -38,6 +39,7 @@ def add_noise(eta: float = 0.01, gamma: float = 0.55, seed: int = 0) -> Gradient
         del params
         return AddNoiseState(jnp.zeros([], jnp.int32), jax.random.key_data(jax.random.key(seed)))
 
+    @per_leaf  # one key per leaf, as on the tree path; nothing in the flat layout's padding
     def update(updates, state, params=None):
         del params
         count = tree.safe_increment(state.count)

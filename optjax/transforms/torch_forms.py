@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from optjax import tree
 from optjax._checks import check_decay, check_nonnegative
 from optjax.core import GradientTransformation, Updates
+from optjax.flat import as_tree, per_leaf
 from optjax.transforms.factored import FactoredState
 
 
@@ -134,6 +135,8 @@ def scale_by_factored_rms_torch(
         check_nonnegative("eps", eps)
 
     def init(params):
+        params = as_tree(params)  # factored per leaf: on the flat layout, its views
+
         def leaf(p):
             one = jnp.zeros((1,), p.dtype)
             if jnp.ndim(p) < 2:
@@ -146,6 +149,7 @@ def scale_by_factored_rms_torch(
         v_row, v_col, v = tree.unzip(params, jax.tree.map(leaf, params), 3)
         return FactoredState(jnp.zeros([], jnp.int32), v_row, v_col, v)
 
+    @per_leaf
     def update(updates, state, params=None):
         del params
         count = tree.safe_increment(state.count)

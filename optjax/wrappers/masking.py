@@ -10,6 +10,7 @@ import numpy as np
 
 from optjax import tree
 from optjax.core import GradientTransformation, OptState, Params, _extra_args_filter, set_to_zero
+from optjax.flat import as_tree, per_leaf
 
 
 class MaskedNode(NamedTuple):
@@ -109,9 +110,12 @@ def masked(
         {'b': Array([1.], dtype=float32), 'w': Array([-0.1], dtype=float32)}
     """
 
+    # Masks are per leaf: on the flat layout (optjax.flat) this runs on the tree of views.
     def init(params):
+        params = as_tree(params)
         return MaskedState(inner.init(_select(params, mask_leaves(mask, params))))
 
+    @per_leaf
     def update(updates, state, params=None, **extra_args):
         keep = mask_leaves(mask, params if params is not None else updates)
         new, inner_state = _masked_step(inner, keep, updates, state.inner_state, params, extra_args)
@@ -169,6 +173,7 @@ def multi_transform(
         return [label for _, label in labels]
 
     def init(params):
+        params = as_tree(params)  # labels are per leaf: on the flat layout, its views
         labels = labels_of(params)
         return MultiTransformState(
             {
@@ -177,6 +182,7 @@ def multi_transform(
             }
         )
 
+    @per_leaf
     def update(updates, state, params=None, **extra_args):
         labels = labels_of(params if params is not None else updates)
         out = [None] * len(labels)
