@@ -91,12 +91,14 @@ def test_cli_learning_rate_list_is_a_sweep_and_epochs_set_the_length(tiny_mnist)
         "--momentum",
         "0.9",
         "--nesterov",
+        "--flat",
         "--quiet",
         "--json",
         str(out),
     ]
     assert cli.main(argv) == 0
     result = json.loads(out.read_text())
+    assert result["config"]["flat"] is True
     assert [(r["learning_rate"], r["seed"]) for r in result["runs"]] == [(0.1, 0), (0.01, 0)]
     assert result["steps"] == 6  # 2 epochs of 30 examples in batches of 10
 

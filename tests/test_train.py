@@ -408,3 +408,34 @@ def test_resume_errors(tmp_path):
         train(MLP, optjax.adam(1e-3), data, steps=4, batch_size=16, checkpoint=str(path), resume=True)
     with pytest.raises(ValueError, match="differ|mismatch|shape"):  # another optimizer's state
         train(MLP, optjax.sgd(0.1), data, steps=8, batch_size=16, checkpoint=str(path), resume=True)
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_flat_training_matches_the_tree_path(model, tmp_path):
+    data, path = _noise_dataset(), tmp_path / "flat.npz"
+
+    def make_tx():  # no Adam here: it amplifies rounding where sqrt(v) ~ eps
+        return optjax.chain(
+            optjax.clip_by_global_norm(1.0),
+            optjax.add_decayed_weights(1e-2),
+            optjax.sgd(0.1, momentum=0.9, nesterov=True),
+        )
+
+    common = dict(steps=6, batch_size=16, seeds=[0, 1], log_every=3)
+    tree = train(model, make_tx(), data, **common)
+    flat = train(model, make_tx(), data, flat=True, **common)
+    assert jax.tree.structure(flat.params) == jax.tree.structure(tree.params)
+    # The global norm is summed in another order on the buffers: equal to float32 rounding.
+    assert_trees_close(leaves(flat.params), leaves(tree.params), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(flat.history["train_loss"], tree.history["train_loss"], rtol=1e-5)
+    np.testing.assert_allclose(flat.test_accuracies, tree.test_accuracies)
+    # The flat state checkpoints and resumes like the tree one.
+    train(model, make_tx(), data, flat=True, checkpoint=str(path), **{**common, "steps": 3})
+    with np.load(path) as saved:  # the state was flat: buffers holding every run's parameters
+        num_params = sum(x.size for x in leaves(tree.params))
+        assert any(saved[k].size >= num_params for k in saved.files if k != "manifest")
+    resumed = train(
+        model, make_tx(), data, flat=True, checkpoint=str(path), resume=True, **common
+    )
+    for a, b in zip(leaves(flat.params), leaves(resumed.params), strict=True):
+        np.testing.assert_array_equal(a, b)

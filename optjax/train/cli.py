@@ -218,6 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--plot", metavar="PATH", default=None, help="write a PNG of the loss and accuracy curves"
     )
+    p.add_argument(
+        "--flat",
+        action="store_true",
+        help="hold params and optimizer state in flat buffers (optjax.flat): one fused update "
+        "over a few buffers instead of one per leaf, same numbers",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -393,6 +399,7 @@ def run(args: argparse.Namespace) -> TrainResult:
         "log_every": min(args.log_every, steps),
         "eval_every": args.eval_every or max(1, steps // 10),
         "callback": None if args.quiet else ProgressBar(),
+        "flat": args.flat,
     }
     if lrs is not None and len(lrs) > 1:
         if args.checkpoint is not None:
@@ -424,6 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if value is not None
     ]
     options += ["nesterov"] if args.nesterov else []
+    options += ["flat"] if args.flat else []
     title = (
         f"{args.dataset}, {args.model}, {args.optimizer} ({', '.join(options)}), "
         f"{result.steps} steps of batch {result.batch_size}, {len(result.runs)} run(s)"

@@ -21,6 +21,7 @@ from flax import nnx
 from optjax import checkpoint as optjax_checkpoint
 from optjax import core
 from optjax._checks import check_learning_rate, check_positive_int
+from optjax.flat import FlatLayout, as_tree
 from optjax.train.data import BatchSampler, Dataset
 from optjax.train.models import MODELS
 from optjax.train.results import Progress, RunResult, TrainResult
@@ -89,25 +90,33 @@ def model_fn_from(model: str | ModelFn) -> ModelFn:
 
 
 def init_runs(model: str | ModelFn, seeds: Sequence[int]) -> tuple[nnx.GraphDef, Any, Any]:
-    """``(graphdef, params, other)`` for each seed, the arrays stacked on a leading run axis.
+    """``(graphdef, params, other)`` for each seed, the arrays stacked on a leading run axis
+    (NumPy arrays but for RNG keys).
 
     Run ``i`` is initialised exactly as ``model(rngs=nnx.Rngs(seeds[i]))``. Built eagerly, one
     seed at a time: the per-op programs compile once per process, where a jitted init would
-    recompile on every call.
+    recompile on every call; stacked in NumPy, which compiles nothing for a new number of runs.
     """
     model_fn = model_fn_from(model)
     graphdef, runs = None, []
     for seed in seeds:
         graphdef, params, other = split_model(model_fn(rngs=nnx.Rngs(int(seed))))
         runs.append((params, other))
-    params, other = jax.tree.map(lambda *xs: jnp.stack(xs), *runs)
+    params, other = jax.tree.map(_stack, *runs)
     return graphdef, params, other
+
+
+def _stack(*xs):
+    if jax.dtypes.issubdtype(xs[0].dtype, jax.dtypes.prng_key):  # RNG keys have no NumPy form
+        return jnp.stack(xs)
+    return np.stack([np.asarray(x) for x in xs])
 
 
 def loss_and_metrics(graphdef: nnx.GraphDef, params, other, images, labels):
     """``(loss, (accuracy, other))``: the cross-entropy of ``merge(graphdef, params, other)`` on
-    a batch, its accuracy, and the model's other state after the call (RNG counts advanced)."""
-    model = nnx.merge(graphdef, params, other)
+    a batch, its accuracy, and the model's other state after the call (RNG counts advanced).
+    ``params`` may be flat (optjax.flat.FlatBuffers): the model then sees their views."""
+    model = nnx.merge(graphdef, as_tree(params), other)
     logits = model(images)
     other = nnx.as_pure(nnx.state(model, nnx.Not(nnx.Param)))
     return cross_entropy(logits, labels), (accuracy(logits, labels), other)
@@ -149,7 +158,8 @@ def _is_transform(optimizer) -> bool:
 def _make_step(graphdef, make_tx: OptimizerFactory):
     """One step of all R runs at once (vmap over the state and the hyperparameter), jitted with
     the state donated. Run r's batch is ``idx[i, r]``, indices into the training set held on the
-    device, so a chunk of indices crosses to the device once.
+    device, so a chunk of indices crosses to the device once; the runs' loss and accuracy go to
+    ``metrics[i]`` (donated too, shape (chunk, 2, R)), so a chunk's metrics come back in one copy.
 
     Steps are dispatched one call each (asynchronously) rather than looped with lax.scan inside
     one program: XLA:CPU runs convolutions inside a loop tens of times slower than at top level.
@@ -158,12 +168,29 @@ def _make_step(graphdef, make_tx: OptimizerFactory):
     def one_run(state, hyper, images, labels):
         return train_step(graphdef, make_tx(hyper), state, scale_images(images), labels)
 
-    def step(state, hypers, train_images, train_labels, idx, i):
+    def step(state, metrics, hypers, train_images, train_labels, idx, i):
         run_idx = jax.lax.dynamic_index_in_dim(idx, i, keepdims=False)  # (R, batch)
         images, labels = train_images[run_idx], train_labels[run_idx]
-        return jax.vmap(one_run)(state, hypers, images, labels)
+        state, loss, acc = jax.vmap(one_run)(state, hypers, images, labels)
+        metrics = jax.lax.dynamic_update_index_in_dim(metrics, jnp.stack([loss, acc]), i, 0)
+        return state, metrics
 
-    return jax.jit(step, donate_argnums=0)
+    return jax.jit(step, donate_argnums=(0, 1))
+
+
+def _init_state(make_tx, params, other, hypers, flat: bool) -> TrainState:
+    """The runs' TrainState on the device, built by one jitted program (so a new number of runs
+    compiles one program, not every eager op again). With ``flat``, the params (and so the
+    optimizer state) are packed into optjax.flat buffers, one layout for every run."""
+    layout = FlatLayout.of(jax.tree.map(lambda x: x[0], params)) if flat else None
+
+    def init(params, other, hypers):
+        if layout is not None:
+            params = jax.vmap(layout.flatten)(params)
+        opt_state = jax.vmap(lambda p, h: make_tx(h).init(p))(params, hypers)
+        return TrainState(params, opt_state, other)
+
+    return jax.jit(init)(params, other, hypers)
 
 
 def _make_evaluate(graphdef):
@@ -172,7 +199,7 @@ def _make_evaluate(graphdef):
 
     def batch_sums(params, other, images, labels, mask):
         def one_run(p, o):
-            logits = nnx.merge(graphdef, p, o)(scale_images(images))
+            logits = nnx.merge(graphdef, as_tree(p), o)(scale_images(images))
             log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))
             nll = -jnp.take_along_axis(log_probs, labels[:, None], axis=1)[:, 0]
             correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
@@ -224,9 +251,11 @@ def _run(
     callback,
     checkpoint=None,
     resume=False,
+    flat=False,
 ) -> TrainResult:
     """Train len(seeds) runs at once; run i uses seeds[i] and learning_rates[i] (None: the
-    optimizer is a fixed transform). With ``checkpoint``, the train state and step are saved
+    optimizer is a fixed transform). With ``flat``, params and optimizer state are held in
+    optjax.flat buffers. With ``checkpoint``, the train state and step are saved
     there after every ``log_every`` steps; with ``resume`` too, training continues from it and
     takes exactly the steps the uninterrupted run would (same batches, same programs)."""
     check_positive_int("steps", steps)
@@ -248,8 +277,8 @@ def _run(
     start = time.perf_counter()
     graphdef, params, other = init_runs(model, seeds)
     hypers = jnp.asarray(learning_rates or [0.0] * len(seeds), jnp.float32)
-    state = TrainState(params, jax.vmap(lambda p, h: make_tx(h).init(p))(params, hypers), other)
-    first = jax.tree.map(lambda x: x[0], (params, other))
+    state = _init_state(make_tx, params, other, hypers, flat)
+    first = jax.tree.map(lambda x: x[0], (params, other))  # NumPy: compiles nothing
     evaluate = _make_evaluate(eval_graphdef(graphdef, *first))
     samplers = [BatchSampler(n_train, batch_size, int(s)) for s in seeds]
     train_x, train_y = (
@@ -260,6 +289,7 @@ def _run(
         dataset.test_images, dataset.test_labels.astype(np.int32), eval_batch_size
     )
     step_fn = _make_step(graphdef, make_tx)
+    metrics = jnp.asarray(np.zeros((log_every, 2, len(seeds)), np.float32))
     eval_every = eval_every or steps
 
     compiled, compile_seconds, run_seconds = None, 0.0, 0.0
@@ -285,15 +315,14 @@ def _run(
         idx = jnp.asarray(idx)
         if compiled is None:
             t0 = time.perf_counter()
-            args = (state, hypers, train_x, train_y, idx, np.int32(0))
+            args = (state, metrics, hypers, train_x, train_y, idx, np.int32(0))
             compiled = step_fn.lower(*args).compile()
             compile_seconds += time.perf_counter() - t0
         t0 = time.perf_counter()
-        metrics = []
         for i in range(k):
-            state, loss, acc = compiled(state, hypers, train_x, train_y, idx, np.int32(i))
-            metrics.append((loss, acc))
-        loss, acc = (np.stack(m) for m in zip(*jax.device_get(metrics)))  # (k, R); waits
+            state, metrics = compiled(state, metrics, hypers, train_x, train_y, idx, np.int32(i))
+        chunk = np.array(metrics)[:k]  # a copy (the next call donates metrics); waits
+        loss, acc = chunk[:, 0], chunk[:, 1]  # (k, R) each
         chunk_seconds = time.perf_counter() - t0
         run_seconds += chunk_seconds
         step += k
@@ -335,7 +364,7 @@ def _run(
         compile_seconds,
         steps / run_seconds,
         eval_graphdef(graphdef, *first),
-        state.params,
+        jax.jit(jax.vmap(as_tree))(state.params) if flat else state.params,
         state.other,
     )
 
@@ -355,6 +384,7 @@ def train(
     callback: Callable[[Progress], None] | None = None,
     checkpoint: str | None = None,
     resume: bool = False,
+    flat: bool = False,
 ) -> TrainResult:
     """Train one model per seed, all at once: one jitted program vmaps the train step over the
     runs (per-seed initialisation ``model(rngs=nnx.Rngs(seed))`` and per-seed data order).
@@ -366,6 +396,9 @@ def train(
     every ``eval_every`` steps (rounded up to a multiple of ``log_every``) and at the end.
     ``checkpoint=PATH`` saves the train state every ``log_every`` steps (optjax.checkpoint);
     ``resume=True`` continues from that file exactly as the uninterrupted run would have.
+    ``flat=True`` holds params and optimizer state in contiguous buffers (optjax.flat): the same
+    numbers, one fused update over the buffers instead of one per leaf; ``result.params`` is
+    still the model's tree.
 
     Example:
         >>> from optjax.train import Dataset, MLP, train
@@ -404,6 +437,7 @@ def train(
         callback,
         checkpoint,
         resume,
+        flat,
     )
 
 
@@ -420,6 +454,7 @@ def sweep(
     eval_every: int | None = None,
     eval_batch_size: int = 1000,
     callback: Callable[[Progress], None] | None = None,
+    flat: bool = False,
 ) -> TrainResult:
     """Train one model per (learning rate, seed) pair, all in one vmapped program: the learning
     rate is a traced array passed to ``optimizer`` (e.g. ``optjax.adam``) inside the vmapped
@@ -444,4 +479,5 @@ def sweep(
         eval_every,
         eval_batch_size,
         callback,
+        flat=flat,
     )
