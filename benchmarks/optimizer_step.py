@@ -20,7 +20,9 @@ times: 24 B for a factored leaf (read g, p; read g; read g, p and write p) and 4
 with a full second moment (v is read in every pass and written in the first). GB/s is that
 traffic over the step time, and "of BW" its fraction of the streaming bandwidth: XLA's in-place
 triad (12 B per element) timed among the trials of the same group, under the same load. The
-header also gives the bandwidth measured at the start by XLA, NumPy and torch.
+header also gives the bandwidth measured at the start by XLA, NumPy and torch. "XLA B/param" is
+the traffic XLA's own cost analysis counts for a JAX step's compiled program: two steps with the
+same count (and flops) compiled to the same loops, so their time ratio measures only noise.
 """
 
 from __future__ import annotations
@@ -114,16 +116,22 @@ def _median(xs):
 
 
 class JaxCase:
-    """A jitted step ``(params, state, grads) -> (params, state)`` with params and state donated."""
+    """A jitted step ``(params, state, grads) -> (params, state)`` with params and state donated.
+
+    ``xla_bytes`` is the traffic XLA's cost analysis counts for the compiled step: two steps that
+    compile to the same program count the same bytes, whatever their timings say."""
 
     def __init__(self, step, params, state, grads, n_params):
         self.args = [params, state]
         self.grads = grads
         self.state_bytes = sum(x.nbytes for x in jax.tree.leaves(state) if x.size > 1) / n_params
-        self.step = jax.jit(step, donate_argnums=(0, 1))
         start = time.perf_counter()
+        self.step = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, grads).compile()
         self._run(1)
         self.first_s = time.perf_counter() - start
+        cost = self.step.cost_analysis()
+        cost = cost[0] if isinstance(cost, list) else cost  # a list in older JAX versions
+        self.xla_bytes = float(cost.get("bytes accessed", float("nan"))) if cost else float("nan")
 
     def _run(self, reps):
         params, state = self.args
@@ -243,6 +251,7 @@ class TorchCase:
             raise RuntimeError(reply["why"])
         self.first_s = reply["first_s"]
         self.state_bytes = reply["state_bytes"] / n_params
+        self.xla_bytes = float("nan")
 
     def run(self, reps) -> float:
         seconds = self.worker.ask(cmd="run", id=self.id, reps=reps)["seconds"]
@@ -362,6 +371,7 @@ def run_benchmark(args) -> dict:
                         "stream_GB_per_s": stream_gbs,
                         "first_call_s": case.first_s,
                         "state_bytes_per_param": case.state_bytes,
+                        "xla_bytes_per_param": case.xla_bytes / n_params,
                         "traffic_bytes": traffic,
                         "samples_s": timed[name]["samples_s"],
                         "reps": timed[name]["reps"],
@@ -482,20 +492,21 @@ def render(result: dict) -> str:
         "",
         (
             "| tree | optimizer | implementation | ms/step | optax/this | GB/s | of BW "
-            "| first call s | state B/param |"
+            "| first call s | state B/param | XLA B/param |"
         ),
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
         label = f"{r['tree']} ({r['leaves']} leaves)" if "leaves" in r else r["tree"]
         if "unavailable" in r:
-            lines.append(f"| {label} | {r['optimizer']} | {r['impl']} | n/a | | | | | |")
+            lines.append(f"| {label} | {r['optimizer']} | {r['impl']} | n/a | | | | | | |")
             continue
         lines.append(
             f"| {label} | {r['optimizer']} | {r['impl']} | {r['ms_per_step']:.3f} | "
             f"{r['optax_over_this']:.2f} | {r['GB_per_s']:.1f} | "
             f"{100 * r['fraction_of_bandwidth']:.0f}% | "
-            f"{r['first_call_s']:.2f} | {r['state_bytes_per_param']:.1f} |"
+            f"{r['first_call_s']:.2f} | {r['state_bytes_per_param']:.1f} | "
+            f"{_xla(r.get('xla_bytes_per_param'))} |"
         )
     lines += ["", "| goal | measured | met |", "|---|---:|---|"]
     lines += [
@@ -503,6 +514,12 @@ def render(result: dict) -> str:
         for t in result["targets"]
     ]
     return "\n".join(lines)
+
+
+def _xla(bytes_per_param) -> str:
+    if bytes_per_param is None or not np.isfinite(bytes_per_param):
+        return "-"
+    return f"{bytes_per_param:.1f}"
 
 
 def parse(argv):

@@ -61,7 +61,7 @@ def test_quick_run_prints_header_and_a_row_per_case(quick_run, bench):
     row = re.compile(
         r"\| (single|mixed|small) \(\d+ leaves\) \| (\w+) "
         rf"\| (optjax|optjax flat|optax|fused|fused flat) "
-        rf"\| {number} \| {number} \| {number} \| \d+% \| {number} \| {number} \|$"
+        rf"\| {number} \| {number} \| {number} \| \d+% \| {number} \| {number} \| {number} \|$"
     )
     rows = [
         row.match(line) for line in lines if line.startswith(("| single", "| mixed", "| small"))
