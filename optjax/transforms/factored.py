@@ -16,9 +16,9 @@ from optjax.flat import FlatBuffers, is_flat, map_leafwise
 
 class FactoredState(NamedTuple):
     count: jax.Array  # int32 scalar: steps taken so far
-    v_row: Updates  # per-row moving average of g^2 (factored leaves; shape (1,) otherwise)
-    v_col: Updates  # per-column moving average of g^2 (factored leaves; shape (1,) otherwise)
-    v: Updates  # full moving average of g^2 (unfactored leaves; shape (1,) otherwise)
+    v_row: Updates  # per-row moving average of g^2 (factored leaves; None otherwise)
+    v_col: Updates  # per-column moving average of g^2 (factored leaves; None otherwise)
+    v: Updates  # full moving average of g^2 (unfactored leaves; None otherwise)
 
 
 def factored_dims(shape, factored: bool, min_dim_size_to_factor: int):
@@ -89,16 +89,13 @@ def scale_by_factored_rms(
 
     def tree_init(params):
         def leaf(p):
-            def one():  # a placeholder; a fresh array each, so the state can be donated
-                return jnp.zeros((1,), p.dtype)
-
             dims = dims_of(p.shape)
-            if dims is None:
-                return one(), one(), jnp.zeros_like(p)
+            if dims is None:  # None: an empty node, no buffer to pass or donate
+                return None, None, jnp.zeros_like(p)
             d_col, d_row = dims  # reduce over d_row for rows, over d_col for columns
             row = jnp.zeros(np.delete(p.shape, d_row), p.dtype)
             col = jnp.zeros(np.delete(p.shape, d_col), p.dtype)
-            return row, col, one()
+            return row, col, None
 
         v_row, v_col, v = tree.unzip(params, jax.tree.map(leaf, params), 3)
         return FactoredState(jnp.zeros([], jnp.int32), v_row, v_col, v)

@@ -137,14 +137,13 @@ def scale_by_factored_rms_torch(
     def init(params):
         params = as_tree(params)  # factored per leaf: on the flat layout, its views
 
-        def leaf(p):
-            one = jnp.zeros((1,), p.dtype)
+        def leaf(p):  # None: an unused field, an empty node (no buffer)
             if jnp.ndim(p) < 2:
-                return one, one, jnp.zeros_like(p)
+                return None, None, jnp.zeros_like(p)
             shape = jnp.shape(p)
             row = jnp.zeros((*shape[:-1], 1), p.dtype)
             col = jnp.zeros((*shape[:-2], 1, shape[-1]), p.dtype)
-            return row, col, one
+            return row, col, None
 
         v_row, v_col, v = tree.unzip(params, jax.tree.map(leaf, params), 3)
         return FactoredState(jnp.zeros([], jnp.int32), v_row, v_col, v)
