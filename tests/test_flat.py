@@ -127,37 +127,29 @@ PER_LEAF = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(ELEMENTWISE))
-def test_elementwise_optimizers_match_tree_path(name):
+def assert_flat_matches_tree(make_tx, ulps):
     params = make_params()
     grads = make_grads(params, 4)
-    layout = flat.FlatLayout.of(params)
-    want = trajectory(ELEMENTWISE[name](), params, grads)
-    got = trajectory(ELEMENTWISE[name](), params, grads, pack=layout.flatten)
+    want = trajectory(make_tx(), params, grads)
+    got = trajectory(make_tx(), params, grads, pack=flat.FlatLayout.of(params).flatten)
     for w, g in zip(want, got):
-        assert_close(g, w, ulps=2)
+        assert_close(g, w, ulps=ulps)
+
+
+@pytest.mark.parametrize("name", sorted(ELEMENTWISE))
+def test_elementwise_optimizers_match_tree_path(name):
+    assert_flat_matches_tree(ELEMENTWISE[name], ulps=2)
 
 
 @pytest.mark.parametrize("name", sorted(WITH_REDUCTIONS))
 def test_chains_with_per_leaf_reductions_match_tree_path(name):
-    params = make_params()
-    grads = make_grads(params, 4)
-    layout = flat.FlatLayout.of(params)
-    want = trajectory(WITH_REDUCTIONS[name](), params, grads)
-    got = trajectory(WITH_REDUCTIONS[name](), params, grads, pack=layout.flatten)
-    for w, g in zip(want, got):
-        assert_close(g, w, ulps=8)
+    assert_flat_matches_tree(WITH_REDUCTIONS[name], ulps=8)
 
 
 @pytest.mark.parametrize("name", sorted(PER_LEAF))
 def test_per_leaf_transforms_match_tree_path(name):
-    params = make_params()
-    grads = make_grads(params, 4)
-    layout = flat.FlatLayout.of(params)
-    want = trajectory(PER_LEAF[name](), params, grads)
-    got = trajectory(PER_LEAF[name](), params, grads, pack=layout.flatten)
-    for w, g in zip(want, got):  # XLA fuses (and rounds) the steps after the packing apart
-        assert_close(g, w, ulps=8)
+    # XLA fuses (and rounds) the steps after the packing apart from the per-leaf ones.
+    assert_flat_matches_tree(PER_LEAF[name], ulps=8)
 
 
 def test_per_leaf_noise_stays_out_of_the_padding():
