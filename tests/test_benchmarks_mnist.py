@@ -1,25 +1,16 @@
 """The MNIST benchmark scripts in --quick mode print their tables (format only, no timings)."""
 
 import importlib
-import os
 import re
 from pathlib import Path
 
 import pytest
+from real_data import MNIST_DIR, needs_mnist
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def data_dir() -> Path | None:
-    for candidate in (os.environ.get("OPTJAX_DATA_DIR"), REPO.parent / "shared" / "data"):
-        if candidate and (Path(candidate) / "mnist").is_dir():
-            return Path(candidate)
-    return None
-
-
-pytestmark = pytest.mark.skipif(
-    data_dir() is None, reason="no MNIST files: set OPTJAX_DATA_DIR or put them in ../shared/data"
-)
+pytestmark = needs_mnist
 
 
 @pytest.fixture
@@ -43,7 +34,7 @@ def check_header(lines, script):
 def test_mnist_optimizers_quick_table(benchmark, capsys):
     module = benchmark("mnist_optimizers")
     assert (
-        module.main(["--quick", "--only", "SGD momentum,Adam", "--data-dir", str(data_dir())]) == 0
+        module.main(["--quick", "--only", "SGD momentum,Adam", "--data-dir", str(MNIST_DIR)]) == 0
     )
     lines = capsys.readouterr().out.splitlines()
     check_header(lines, "mnist_optimizers.py")
@@ -76,7 +67,7 @@ def test_mnist_optimizers_quick_table(benchmark, capsys):
 
 def test_vmap_seeds_quick_table(benchmark, capsys):
     module = benchmark("vmap_seeds")
-    assert module.main(["--quick", "--seeds", "2", "--data-dir", str(data_dir())]) == 0
+    assert module.main(["--quick", "--seeds", "2", "--data-dir", str(MNIST_DIR)]) == 0
     lines = capsys.readouterr().out.splitlines()
     check_header(lines, "vmap_seeds.py")
     table = [line for line in lines if line.startswith("|")]
@@ -88,4 +79,6 @@ def test_vmap_seeds_quick_table(benchmark, capsys):
     # Same seeds, same data order: the two ways reach the same accuracy.
     accuracies = [line.split("|")[5].strip() for line in table[2:]]
     assert abs(float(accuracies[0]) - float(accuracies[1])) < 0.05
-    assert re.fullmatch(rf"ratio vmapped / sequential wall time, in one process: {NUMBER}", lines[-1])
+    assert re.fullmatch(
+        rf"ratio vmapped / sequential wall time, in one process: {NUMBER}", lines[-1]
+    )

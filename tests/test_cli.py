@@ -12,6 +12,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from real_data import MNIST_DIR, needs_mnist
 from test_data import spec_for, write_dataset
 
 import optjax
@@ -286,21 +287,12 @@ def test_progress_bar_redraws_in_place_on_a_terminal():
     )
 
 
-def data_dir() -> Path | None:
-    for candidate in (os.environ.get("OPTJAX_DATA_DIR"), REPO.parent / "shared" / "data"):
-        if candidate and (Path(candidate) / "mnist").is_dir():
-            return Path(candidate)
-    return None
-
-
-@pytest.mark.skipif(
-    data_dir() is None, reason="no MNIST files: set OPTJAX_DATA_DIR or put them in ../shared/data"
-)
+@needs_mnist
 def test_cli_on_real_mnist_prints_the_test_accuracy(capsys, tmp_path):
     out = tmp_path / "r.json"
     argv = [
         "--data-dir",
-        str(data_dir()),
+        str(MNIST_DIR),
         "--optimizer",
         "torch.Adam",
         "--steps",

@@ -3,12 +3,12 @@
 import gzip
 import hashlib
 import io
-import os
 import urllib.error
 from pathlib import Path
 
 import numpy as np
 import pytest
+from real_data import MNIST_DIR, needs_mnist
 
 from optjax.train import data
 from optjax.train.data import (
@@ -20,8 +20,6 @@ from optjax.train.data import (
     load_dataset,
     read_idx,
 )
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def idx_bytes(array: np.ndarray, type_code: int = 0x08) -> bytes:
@@ -328,19 +326,9 @@ def test_batch_sampler_rejects_bad_batch_size():
 # ---------------------------------------------------------------- the real files, where present
 
 
-def shared_data_dir() -> Path | None:
-    for candidate in (os.environ.get("OPTJAX_DATA_DIR"), REPO.parent / "shared" / "data"):
-        if candidate and (Path(candidate) / "mnist").is_dir():
-            return Path(candidate)
-    return None
-
-
-@pytest.mark.skipif(
-    shared_data_dir() is None,
-    reason="no MNIST files: set OPTJAX_DATA_DIR or put them in ../shared/data",
-)
+@needs_mnist
 def test_real_mnist_matches_the_published_description():
-    ds = load_dataset("mnist", shared_data_dir(), download_missing=False)
+    ds = load_dataset("mnist", MNIST_DIR, download_missing=False)
     assert ds.train_images.shape == (60000, 28, 28) and ds.test_images.shape == (10000, 28, 28)
     # Per-digit counts as published with the dataset.
     assert np.bincount(ds.train_labels).tolist() == [

@@ -1,8 +1,6 @@
 """Models, the train step (against a NumPy float64 backprop), vmapped runs against separate
 runs, optax and nnx.Optimizer interplay, and a real-data MNIST run."""
 
-import os
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +8,7 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from real_data import MNIST_DIR, needs_mnist
 
 import optjax
 from optjax.train import (
@@ -24,8 +23,6 @@ from optjax.train import (
     sweep,
     train,
 )
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def synthetic(n_train=240, n_test=120, seed=0) -> Dataset:
@@ -349,18 +346,9 @@ def test_bad_training_arguments():
 # ---------------------------------------------------------------- real data
 
 
-def data_dir() -> Path | None:
-    for candidate in (os.environ.get("OPTJAX_DATA_DIR"), REPO.parent / "shared" / "data"):
-        if candidate and (Path(candidate) / "mnist").is_dir():
-            return Path(candidate)
-    return None
-
-
-@pytest.mark.skipif(
-    data_dir() is None, reason="no MNIST files: set OPTJAX_DATA_DIR or put them in ../shared/data"
-)
+@needs_mnist
 def test_mlp_with_adam_learns_mnist():
-    ds = load_dataset("mnist", data_dir(), download_missing=False)
+    ds = load_dataset("mnist", MNIST_DIR, download_missing=False)
     result = train(
         "mlp", optjax.adam(1e-3), ds, steps=3000, batch_size=100, seeds=[0], log_every=500
     )
