@@ -49,10 +49,13 @@ ROWS = [
 ]
 
 
-def header(command: str) -> str:
+def header(script: str, argv: list[str] | None) -> str:
+    """The command (``python benchmarks/<script>`` with its arguments), machine, versions and
+    date, printed above every table."""
+    args = argv if argv is not None else sys.argv[1:]
     return "\n".join(
         [
-            f"command: {command}",
+            f"command: python benchmarks/{script} {' '.join(args)}",
             (
                 f"machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
                 f"{platform.system()} {platform.release()}; "
@@ -92,12 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [r for r in ROWS if r[0] in only]
 
     dataset = load_dataset("mnist", args.data_dir)
-    print(
-        header(
-            "python benchmarks/mnist_optimizers.py "
-            + " ".join(argv if argv is not None else sys.argv[1:])
-        )
-    )
+    print(header("mnist_optimizers.py", argv))
     print(
         f"setup: MLP 784-100-10 ReLU ({args.init} init), inputs in [0, 1], "
         f"batch {args.batch_size}, "

@@ -87,19 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     seeds = list(range(args.seeds))
 
     dataset = load_dataset("mnist", args.data_dir)
-    print(
-        header(
-            "python benchmarks/vmap_seeds.py "
-            + " ".join(argv if argv is not None else sys.argv[1:])
-        )
-    )
+    print(header("vmap_seeds.py", argv))
     print(
         f"setup: {args.model} on MNIST, adam(1e-3), {steps} steps of batch {args.batch_size}, "
         f"seeds {seeds}; in one process: median of {trials} alternating trials\n"
     )
     # Warm-up, for both ways alike: JAX's runtime and the eager ops of model init.
     for group in ([0], seeds):
-        train(args.model, optjax.adam(1e-3), dataset, steps=1, batch_size=args.batch_size, seeds=group)
+        train(
+            args.model, optjax.adam(1e-3), dataset, steps=1, batch_size=args.batch_size, seeds=group
+        )
 
     ways = {"vmapped, one program": [seeds], "sequential, one run per seed": [[s] for s in seeds]}
     measured = {name: [] for name in ways}

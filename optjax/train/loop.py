@@ -243,6 +243,7 @@ def _run(
     learning_rates,
     seeds,
     dataset: Dataset,
+    *,
     steps,
     batch_size,
     log_every,
@@ -279,7 +280,8 @@ def _run(
     hypers = jnp.asarray(learning_rates or [0.0] * len(seeds), jnp.float32)
     state = _init_state(make_tx, params, other, hypers, flat)
     first = jax.tree.map(lambda x: x[0], (params, other))  # NumPy: compiles nothing
-    evaluate = _make_evaluate(eval_graphdef(graphdef, *first))
+    graphdef_eval = eval_graphdef(graphdef, *first)
+    evaluate = _make_evaluate(graphdef_eval)
     samplers = [BatchSampler(n_train, batch_size, int(s)) for s in seeds]
     train_x, train_y = (
         jnp.asarray(dataset.train_images),
@@ -304,7 +306,9 @@ def _run(
         restored = optjax_checkpoint.restore(checkpoint, {"state": state, "step": 0})
         state, step = restored["state"], int(restored["step"])
         if step >= steps:
-            raise ValueError(f"the checkpoint {checkpoint} is at step {step}; steps={steps} leaves nothing to run")
+            raise ValueError(
+                f"the checkpoint {checkpoint} is at step {step}; steps={steps} leaves nothing to run"
+            )
         for sampler in samplers:  # replay the data order up to the checkpoint
             sampler.take(step)
         next_eval = min((step // eval_every + 1) * eval_every, steps)
@@ -363,7 +367,7 @@ def _run(
         time.perf_counter() - start,
         compile_seconds,
         steps / run_seconds,
-        eval_graphdef(graphdef, *first),
+        graphdef_eval,
         jax.jit(jax.vmap(as_tree))(state.params) if flat else state.params,
         state.other,
     )
@@ -429,15 +433,15 @@ def train(
         lrs,
         seeds,
         dataset,
-        steps,
-        batch_size,
-        log_every,
-        eval_every,
-        eval_batch_size,
-        callback,
-        checkpoint,
-        resume,
-        flat,
+        steps=steps,
+        batch_size=batch_size,
+        log_every=log_every,
+        eval_every=eval_every,
+        eval_batch_size=eval_batch_size,
+        callback=callback,
+        checkpoint=checkpoint,
+        resume=resume,
+        flat=flat,
     )
 
 
@@ -473,11 +477,11 @@ def sweep(
         [lr for lr, _ in pairs],
         [s for _, s in pairs],
         dataset,
-        steps,
-        batch_size,
-        log_every,
-        eval_every,
-        eval_batch_size,
-        callback,
+        steps=steps,
+        batch_size=batch_size,
+        log_every=log_every,
+        eval_every=eval_every,
+        eval_batch_size=eval_batch_size,
+        callback=callback,
         flat=flat,
     )
