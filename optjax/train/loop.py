@@ -307,7 +307,8 @@ def _run(
         state, step = restored["state"], int(restored["step"])
         if step >= steps:
             raise ValueError(
-                f"the checkpoint {checkpoint} is at step {step}; steps={steps} leaves nothing to run"
+                f"the checkpoint {checkpoint} is at step {step}; "
+                f"steps={steps} leaves nothing to run"
             )
         for sampler in samplers:  # replay the data order up to the checkpoint
             sampler.take(step)
