@@ -1,7 +1,6 @@
 """Models, the train step (against a NumPy float64 backprop), vmapped runs against separate
 runs, optax and nnx.Optimizer interplay, and a real-data MNIST run."""
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -71,7 +70,7 @@ def test_mlp_forward_is_relu_network():
     model = MLP(hidden=(7,), rngs=nnx.Rngs(1))
     x = np.random.default_rng(0).random((3, 28, 28)).astype(np.float32)
     (w1, b1), (w2, b2) = [
-        (np.float64(l.kernel[...]), np.float64(l.bias[...])) for l in model.layers
+        (np.float64(layer.kernel[...]), np.float64(layer.bias[...])) for layer in model.layers
     ]
     expected = np.maximum(x.reshape(3, -1) @ w1 + b1, 0) @ w2 + b2
     np.testing.assert_allclose(model(jnp.asarray(x)), expected, rtol=1e-4, atol=1e-5)
@@ -375,7 +374,7 @@ def _noise_dataset():
 )
 def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, make_tx):
     data, path = _noise_dataset(), tmp_path / "run.npz"
-    common = dict(batch_size=16, seeds=[0, 1], log_every=3)
+    common = {"batch_size": 16, "seeds": [0, 1], "log_every": 3}
     whole = train(MLP, make_tx(), data, steps=12, **common)
     train(MLP, make_tx(), data, steps=6, checkpoint=str(path), **common)
     resumed = train(MLP, make_tx(), data, steps=12, checkpoint=str(path), resume=True, **common)
@@ -393,8 +392,10 @@ def test_resume_errors(tmp_path):
         train(MLP, optjax.adam(1e-3), data, steps=4, batch_size=16, resume=True)
     train(MLP, optjax.adam(1e-3), data, steps=4, batch_size=16, log_every=2, checkpoint=str(path))
     with pytest.raises(ValueError, match="is at step 4; steps=4 leaves nothing to run"):
-        train(MLP, optjax.adam(1e-3), data, steps=4, batch_size=16, checkpoint=str(path), resume=True)
-    with pytest.raises(ValueError, match="differ|mismatch|shape"):  # another optimizer's state
+        train(
+            MLP, optjax.adam(1e-3), data, steps=4, batch_size=16, checkpoint=str(path), resume=True
+        )
+    with pytest.raises(ValueError, match=r"differ|mismatch|shape"):  # another optimizer's state
         train(MLP, optjax.sgd(0.1), data, steps=8, batch_size=16, checkpoint=str(path), resume=True)
 
 
@@ -409,7 +410,7 @@ def test_flat_training_matches_the_tree_path(model, tmp_path):
             optjax.sgd(0.1, momentum=0.9, nesterov=True),
         )
 
-    common = dict(steps=6, batch_size=16, seeds=[0, 1], log_every=3)
+    common = {"steps": 6, "batch_size": 16, "seeds": [0, 1], "log_every": 3}
     tree = train(model, make_tx(), data, **common)
     flat = train(model, make_tx(), data, flat=True, **common)
     assert jax.tree.structure(flat.params) == jax.tree.structure(tree.params)
@@ -422,8 +423,6 @@ def test_flat_training_matches_the_tree_path(model, tmp_path):
     with np.load(path) as saved:  # the state was flat: buffers holding every run's parameters
         num_params = sum(x.size for x in leaves(tree.params))
         assert any(saved[k].size >= num_params for k in saved.files if k != "manifest")
-    resumed = train(
-        model, make_tx(), data, flat=True, checkpoint=str(path), resume=True, **common
-    )
+    resumed = train(model, make_tx(), data, flat=True, checkpoint=str(path), resume=True, **common)
     for a, b in zip(leaves(flat.params), leaves(resumed.params), strict=True):
         np.testing.assert_array_equal(a, b)

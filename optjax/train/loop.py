@@ -5,10 +5,18 @@ The model is split once into a static graph definition, its parameters and its o
 (e.g. dropout RNG counters), each a pytree of arrays; the step merges them back inside the trace,
 so it is a pure function that jits, vmaps and donates its buffers. Any object with optax's
 ``init``/``update`` protocol works as the optimizer.
+
+A call of `train` or `sweep` goes through these stages, each a function below: check the
+`RunConfig` and the runs (`_check_runs`); build the runs' state, programs and device data
+(`_setup`); continue from a checkpoint (`_resume`); then, chunk by chunk, train ``log_every``
+steps (`_Steps`), save, evaluate (`_Evaluation`) and record (`_History`); finally build the
+result (`_result`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -26,8 +34,108 @@ from optjax.train.data import BatchSampler, Dataset
 from optjax.train.models import MODELS
 from optjax.train.results import Progress, RunResult, TrainResult
 
+__all__ = [
+    "ModelFn",
+    "OptimizerFactory",
+    "RunConfig",
+    "TrainState",
+    "accuracy",
+    "cross_entropy",
+    "eval_graphdef",
+    "init_runs",
+    "init_train_state",
+    "loss_and_metrics",
+    "make_train_step",
+    "model_fn_from",
+    "scale_images",
+    "split_model",
+    "sweep",
+    "train",
+    "train_step",
+]
+
 ModelFn = Callable[..., nnx.Module]  # called as model(rngs=nnx.Rngs(seed))
 OptimizerFactory = Callable[[jax.Array], Any]  # learning rate -> GradientTransformation
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """How runs are trained; every value is checked once, here (ValueError naming it).
+
+    ``steps`` steps of ``batch_size`` examples each, run ``log_every`` at a time (one call, one
+    progress report); the test set is evaluated in batches of ``eval_batch_size`` every
+    ``eval_every`` steps (rounded up to a multiple of ``log_every``; None: only at the end) and
+    at the end. ``checkpoint=PATH`` saves the train state after every ``log_every`` steps
+    (optjax.checkpoint); ``resume=True`` continues from that file exactly as the uninterrupted
+    run would have. ``flat=True`` holds params and optimizer state in contiguous buffers
+    (optjax.flat): the same numbers, one fused update over the buffers instead of one per leaf.
+
+    `train` and `sweep` take these fields as keyword arguments, or a whole ``config=``.
+
+    Example:
+        >>> RunConfig(steps=3000, eval_every=500).eval_interval
+        500
+        >>> RunConfig(steps=100, log_every=0)
+        Traceback (most recent call last):
+        ValueError: log_every must be an integer >= 1, got log_every=0
+    """
+
+    steps: int
+    batch_size: int = 100
+    log_every: int = 100
+    eval_every: int | None = None
+    eval_batch_size: int = 1000
+    checkpoint: str | os.PathLike[str] | None = None
+    resume: bool = False
+    flat: bool = False
+    # Options that place the runs on devices (a mesh for data-parallel training) belong here,
+    # checked below; _device_data and _setup are where the arrays are put on the devices.
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "log_every", "eval_batch_size"):
+            check_positive_int(name, getattr(self, name))
+        if self.eval_every is not None:
+            check_positive_int("eval_every", self.eval_every)
+        for name in ("resume", "flat"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(
+                    f"{name} must be True or False, got {name}={getattr(self, name)!r}"
+                )
+        if self.checkpoint is not None and not isinstance(self.checkpoint, (str, os.PathLike)):
+            raise ValueError(
+                f"checkpoint must be a file path (str or os.PathLike) or None, "
+                f"got checkpoint={self.checkpoint!r}"
+            )
+        if self.resume and self.checkpoint is None:
+            raise ValueError(
+                "resume=True needs checkpoint=PATH, the file to resume from, got checkpoint=None"
+            )
+
+    @property
+    def eval_interval(self) -> int:
+        """Steps between evaluations (``eval_every``, or ``steps``: only at the end)."""
+        return self.eval_every or self.steps
+
+
+_OPTIONS = tuple(field.name for field in dataclasses.fields(RunConfig))
+
+
+def _config(caller: str, config: RunConfig | None, options: dict[str, Any]) -> RunConfig:
+    """The RunConfig of a call to ``caller``: ``config`` with ``options`` (keyword arguments
+    named like its fields) replacing its values, or ``RunConfig(**options)`` without one."""
+    unknown = sorted(set(options) - set(_OPTIONS))
+    if unknown:
+        raise TypeError(
+            f"{caller}() got unexpected keyword argument(s) {', '.join(unknown)}; "
+            f"the run options are {', '.join(_OPTIONS)}"
+        )
+    if config is None:
+        if "steps" not in options:
+            raise TypeError(f"{caller}() needs steps= (or config=RunConfig(steps=...))")
+        return RunConfig(**options)
+    if not isinstance(config, RunConfig):
+        raise TypeError(f"config must be a RunConfig, got {type(config).__name__}")
+    return dataclasses.replace(config, **options)
 
 
 class TrainState(NamedTuple):
@@ -38,14 +146,33 @@ class TrainState(NamedTuple):
     other: Any  # the model's other state (dropout RNG counters, batch statistics)
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Mean negative log-likelihood of integer ``labels`` under softmax(``logits``)."""
+# ---------------------------------------------------------------- the model and its metrics
+
+
+def _nll(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Per example: the negative log-likelihood of the integer label under softmax(logits)."""
     log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))
-    return -jnp.take_along_axis(log_probs, labels[:, None], axis=1).mean()
+    return -jnp.take_along_axis(log_probs, labels[:, None], axis=1)[:, 0]
+
+
+def _correct(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Per example: 1.0 where the highest logit is the label's, else 0.0."""
+    return (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Mean negative log-likelihood of integer ``labels`` under softmax(``logits``).
+
+    Example:
+        >>> cross_entropy(jnp.zeros((2, 4)), jnp.array([0, 3])).round(4)  # log(4)
+        Array(1.3863, dtype=float32)
+    """
+    return _nll(logits, labels).mean()
 
 
 def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    return (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32).mean()
+    """The fraction of examples whose highest logit is their label's."""
+    return _correct(logits, labels).mean()
 
 
 def scale_images(images: jax.Array) -> jax.Array:
@@ -56,20 +183,21 @@ def scale_images(images: jax.Array) -> jax.Array:
 def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, Any, Any]:
     """``(graphdef, params, other)``: the static structure, the nnx.Param arrays, and the arrays
     of every other state (plain pytrees: no Variable wrappers)."""
-    graphdef, params, other = nnx.split(model, nnx.Param, ...)
-    return graphdef, nnx.as_pure(params), nnx.as_pure(other)
+    graphdef, params, *other = nnx.split(model, nnx.Param, ...)  # other: [everything else]
+    return graphdef, nnx.as_pure(params), nnx.as_pure(other[0])
 
 
-def init_train_state(model: nnx.Module, tx) -> tuple[nnx.GraphDef, TrainState]:
+def init_train_state(model: nnx.Module, tx: Any) -> tuple[nnx.GraphDef, TrainState]:
     """The graph definition of ``model`` and its initial TrainState under optimizer ``tx``.
 
     The state holds copies of the model's arrays, so a donated step never consumes the model's.
     """
-    graphdef, params, other = jax.tree.map(jnp.copy, split_model(model))
+    graphdef, params, other = split_model(model)
+    params, other = jax.tree.map(jnp.copy, (params, other))
     return graphdef, TrainState(params, tx.init(params), other)
 
 
-def eval_graphdef(graphdef: nnx.GraphDef, params, other) -> nnx.GraphDef:
+def eval_graphdef(graphdef: nnx.GraphDef, params: Any, other: Any) -> nnx.GraphDef:
     """The graph definition of the same model in evaluation mode (``Module.eval()``: dropout off,
     batch norm on running averages)."""
     model = nnx.merge(graphdef, params, other)
@@ -97,13 +225,12 @@ def init_runs(model: str | ModelFn, seeds: Sequence[int]) -> tuple[nnx.GraphDef,
     seed at a time: the per-op programs compile once per process, where a jitted init would
     recompile on every call; stacked in NumPy, which compiles nothing for a new number of runs.
     """
+    if not seeds:
+        raise ValueError("seeds must hold at least one seed, got seeds=[]")
     model_fn = model_fn_from(model)
-    graphdef, runs = None, []
-    for seed in seeds:
-        graphdef, params, other = split_model(model_fn(rngs=nnx.Rngs(int(seed))))
-        runs.append((params, other))
-    params, other = jax.tree.map(_stack, *runs)
-    return graphdef, params, other
+    splits = [split_model(model_fn(rngs=nnx.Rngs(int(seed)))) for seed in seeds]
+    params, other = jax.tree.map(_stack, *[(p, o) for _, p, o in splits])
+    return splits[0][0], params, other
 
 
 def _stack(*xs):
@@ -112,7 +239,9 @@ def _stack(*xs):
     return np.stack([np.asarray(x) for x in xs])
 
 
-def loss_and_metrics(graphdef: nnx.GraphDef, params, other, images, labels):
+def loss_and_metrics(
+    graphdef: nnx.GraphDef, params: Any, other: Any, images: jax.Array, labels: jax.Array
+) -> tuple[jax.Array, tuple[jax.Array, Any]]:
     """``(loss, (accuracy, other))``: the cross-entropy of ``merge(graphdef, params, other)`` on
     a batch, its accuracy, and the model's other state after the call (RNG counts advanced).
     ``params`` may be flat (optjax.flat.FlatBuffers): the model then sees their views."""
@@ -122,7 +251,9 @@ def loss_and_metrics(graphdef: nnx.GraphDef, params, other, images, labels):
     return cross_entropy(logits, labels), (accuracy(logits, labels), other)
 
 
-def train_step(graphdef: nnx.GraphDef, tx, state: TrainState, images: jax.Array, labels: jax.Array):
+def train_step(
+    graphdef: nnx.GraphDef, tx: Any, state: TrainState, images: jax.Array, labels: jax.Array
+) -> tuple[TrainState, jax.Array, jax.Array]:
     """One step: forward, backward, optimizer update. Pure; returns (state, loss, accuracy)."""
     grad_fn = jax.value_and_grad(loss_and_metrics, argnums=1, has_aux=True)
     (loss, (acc, other)), grads = grad_fn(graphdef, state.params, state.other, images, labels)
@@ -130,7 +261,7 @@ def train_step(graphdef: nnx.GraphDef, tx, state: TrainState, images: jax.Array,
     return TrainState(core.apply_updates(state.params, updates), opt_state, other), loss, acc
 
 
-def make_train_step(graphdef: nnx.GraphDef, tx) -> Callable:
+def make_train_step(graphdef: nnx.GraphDef, tx: Any) -> Callable:
     """``step(state, images, labels) -> (state, loss, accuracy)``, jitted, with the state donated
     so the update runs in place (the arrays passed in are consumed: use the returned ones).
 
@@ -151,8 +282,78 @@ def make_train_step(graphdef: nnx.GraphDef, tx) -> Callable:
     return jax.jit(step, donate_argnums=0)
 
 
-def _is_transform(optimizer) -> bool:
-    return hasattr(optimizer, "init") and hasattr(optimizer, "update")
+# ---------------------------------------------------------------- many runs at once
+
+
+class _Runs(NamedTuple):
+    """What tells the runs apart: run i starts from ``seeds[i]`` and trains at
+    ``learning_rates[i]`` (None: the optimizer is a fixed transform)."""
+
+    seeds: list[int]
+    learning_rates: list[float] | None
+
+
+def _check_runs(runs: _Runs, dataset: Dataset, config: RunConfig) -> None:
+    """What RunConfig cannot check alone: the learning rates, and the batch size against the
+    data (the seeds are checked by init_runs)."""
+    for lr in runs.learning_rates or ():
+        check_learning_rate("learning_rate", lr)
+    n_train = len(dataset.train_labels)
+    if config.batch_size > n_train:
+        raise ValueError(
+            f"batch_size must be in [1, {n_train}] (the training set size), "
+            f"got batch_size={config.batch_size}"
+        )
+
+
+def _init_state(make_tx, params, other, hypers, flat: bool) -> TrainState:
+    """The runs' TrainState on the device, built by one jitted program (so a new number of runs
+    compiles one program, not every eager op again). With ``flat``, the params (and so the
+    optimizer state) are packed into optjax.flat buffers, one layout for every run."""
+    layout = FlatLayout.of(jax.tree.map(lambda x: x[0], params)) if flat else None
+
+    def init(params, other, hypers):
+        if layout is not None:
+            params = jax.vmap(layout.flatten)(params)
+        opt_state = jax.vmap(lambda p, h: make_tx(h).init(p))(params, hypers)
+        return TrainState(params, opt_state, other)
+
+    return jax.jit(init)(params, other, hypers)
+
+
+def _padded_batches(images: np.ndarray, labels: np.ndarray, batch: int) -> list[tuple]:
+    """The test set as device batches of equal size (one compile), the last padded and masked."""
+    n = len(labels)
+    batch = min(batch, n)
+    pad = -n % batch
+    images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
+    labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
+    mask = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
+    return [
+        (
+            jnp.asarray(images[j : j + batch]),
+            jnp.asarray(labels[j : j + batch]),
+            jnp.asarray(mask[j : j + batch]),
+        )
+        for j in range(0, n + pad, batch)
+    ]
+
+
+class _DeviceData(NamedTuple):
+    train_images: jax.Array  # (N, 28, 28) uint8: a chunk's batches are gathered on the device
+    train_labels: jax.Array  # (N,) int32
+    test: list[tuple]  # equal (images, labels, mask) batches, the last padded
+
+
+def _device_data(dataset: Dataset, config: RunConfig) -> _DeviceData:
+    """The dataset on the device: where a data-parallel placement would shard it."""
+    return _DeviceData(
+        jnp.asarray(dataset.train_images),
+        jnp.asarray(dataset.train_labels, jnp.int32),
+        _padded_batches(
+            dataset.test_images, dataset.test_labels.astype(np.int32), config.eval_batch_size
+        ),
+    )
 
 
 def _make_step(graphdef, make_tx: OptimizerFactory):
@@ -178,232 +379,221 @@ def _make_step(graphdef, make_tx: OptimizerFactory):
     return jax.jit(step, donate_argnums=(0, 1))
 
 
-def _init_state(make_tx, params, other, hypers, flat: bool) -> TrainState:
-    """The runs' TrainState on the device, built by one jitted program (so a new number of runs
-    compiles one program, not every eager op again). With ``flat``, the params (and so the
-    optimizer state) are packed into optjax.flat buffers, one layout for every run."""
-    layout = FlatLayout.of(jax.tree.map(lambda x: x[0], params)) if flat else None
-
-    def init(params, other, hypers):
-        if layout is not None:
-            params = jax.vmap(layout.flatten)(params)
-        opt_state = jax.vmap(lambda p, h: make_tx(h).init(p))(params, hypers)
-        return TrainState(params, opt_state, other)
-
-    return jax.jit(init)(params, other, hypers)
+class _Chunk(NamedTuple):
+    steps: int  # how many steps the chunk took (log_every, or fewer at the end)
+    loss: np.ndarray  # (steps, R): each step's training loss of each run
+    accuracy: np.ndarray  # (steps, R)
+    seconds: float  # wall time of the chunk, waiting for its results included
 
 
-def _make_evaluate(graphdef):
-    """``evaluate(params, other, batches) -> (loss, accuracy)`` of every run over padded batches
-    (images, labels, mask); one jitted call per batch, sums kept on the device until the end."""
+class _Steps:
+    """Trains every run a chunk of steps at a time: the jitted step of all runs (compiled on the
+    first chunk, timed apart), each run's batch indices from its own sampler, and the chunk's
+    metrics buffer. ``compile_seconds`` and ``run_seconds`` add up the time taken."""
 
-    def batch_sums(params, other, images, labels, mask):
-        def one_run(p, o):
-            logits = nnx.merge(graphdef, as_tree(p), o)(scale_images(images))
-            log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))
-            nll = -jnp.take_along_axis(log_probs, labels[:, None], axis=1)[:, 0]
-            correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
-            return (nll * mask).sum(), (correct * mask).sum()
+    def __init__(self, graphdef, make_tx, hypers, data: _DeviceData, samplers, config):
+        self.step_fn = _make_step(graphdef, make_tx)
+        self.hypers, self.data, self.samplers = hypers, data, samplers
+        self.log_every, self.batch_size = config.log_every, config.batch_size
+        self.metrics = jnp.asarray(np.zeros((config.log_every, 2, len(samplers)), np.float32))
+        self.compiled: Any = None
+        self.compile_seconds = self.run_seconds = 0.0
 
-        return jax.vmap(one_run)(params, other)
+    def _indices(self, k: int) -> jax.Array:
+        """The next k batches of every run, padded to a fixed shape (one compile)."""
+        idx = np.zeros((self.log_every, len(self.samplers), self.batch_size), np.int32)
+        idx[:k] = np.stack([s.take(k) for s in self.samplers], axis=1)
+        return jnp.asarray(idx)
 
-    sums = jax.jit(batch_sums)
-
-    def evaluate(params, other, batches):
-        totals = jax.device_get([sums(params, other, *batch) for batch in batches])
-        count = sum(float(np.asarray(batch[2]).sum()) for batch in batches)
-        nll = np.sum([t[0] for t in totals], axis=0)
-        correct = np.sum([t[1] for t in totals], axis=0)
-        return nll / count, correct / count
-
-    return evaluate
-
-
-def _padded_batches(images: np.ndarray, labels: np.ndarray, batch: int) -> list[tuple]:
-    """The test set as device batches of equal size (one compile), the last padded and masked."""
-    n = len(labels)
-    batch = min(batch, n)
-    pad = -n % batch
-    images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
-    labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
-    mask = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
-    return [
-        (
-            jnp.asarray(images[j : j + batch]),
-            jnp.asarray(labels[j : j + batch]),
-            jnp.asarray(mask[j : j + batch]),
-        )
-        for j in range(0, n + pad, batch)
-    ]
-
-
-def _run(
-    model,
-    make_tx,
-    learning_rates,
-    seeds,
-    dataset: Dataset,
-    *,
-    steps,
-    batch_size,
-    log_every,
-    eval_every,
-    eval_batch_size,
-    callback,
-    checkpoint=None,
-    resume=False,
-    flat=False,
-) -> TrainResult:
-    """Train len(seeds) runs at once; run i uses seeds[i] and learning_rates[i] (None: the
-    optimizer is a fixed transform). With ``flat``, params and optimizer state are held in
-    optjax.flat buffers. With ``checkpoint``, the train state and step are saved
-    there after every ``log_every`` steps; with ``resume`` too, training continues from it and
-    takes exactly the steps the uninterrupted run would (same batches, same programs)."""
-    check_positive_int("steps", steps)
-    check_positive_int("batch_size", batch_size)
-    check_positive_int("log_every", log_every)
-    check_positive_int("eval_batch_size", eval_batch_size)
-    if eval_every is not None:
-        check_positive_int("eval_every", eval_every)
-    for lr in learning_rates or ():
-        check_learning_rate("learning_rate", lr)
-    if not seeds:
-        raise ValueError("seeds must hold at least one seed, got seeds=[]")
-    n_train = len(dataset.train_labels)
-    if batch_size > n_train:
-        raise ValueError(
-            f"batch_size must be in [1, {n_train}] (the training set size), "
-            f"got batch_size={batch_size}"
-        )
-    start = time.perf_counter()
-    graphdef, params, other = init_runs(model, seeds)
-    hypers = jnp.asarray(learning_rates or [0.0] * len(seeds), jnp.float32)
-    state = _init_state(make_tx, params, other, hypers, flat)
-    first = jax.tree.map(lambda x: x[0], (params, other))  # NumPy: compiles nothing
-    graphdef_eval = eval_graphdef(graphdef, *first)
-    evaluate = _make_evaluate(graphdef_eval)
-    samplers = [BatchSampler(n_train, batch_size, int(s)) for s in seeds]
-    train_x, train_y = (
-        jnp.asarray(dataset.train_images),
-        jnp.asarray(dataset.train_labels, jnp.int32),
-    )
-    test = _padded_batches(
-        dataset.test_images, dataset.test_labels.astype(np.int32), eval_batch_size
-    )
-    step_fn = _make_step(graphdef, make_tx)
-    metrics = jnp.asarray(np.zeros((log_every, 2, len(seeds)), np.float32))
-    eval_every = eval_every or steps
-
-    compiled, compile_seconds, run_seconds = None, 0.0, 0.0
-    history = {
-        k: []
-        for k in ("step", "train_loss", "train_accuracy", "eval_step", "test_loss", "test_accuracy")
-    }
-    step, next_eval = 0, min(eval_every, steps)
-    if resume:
-        if checkpoint is None:
-            raise ValueError("resume=True needs checkpoint=PATH, the file to resume from")
-        restored = optjax_checkpoint.restore(checkpoint, {"state": state, "step": 0})
-        state, step = restored["state"], int(restored["step"])
-        if step >= steps:
-            raise ValueError(
-                f"the checkpoint {checkpoint} is at step {step}; "
-                f"steps={steps} leaves nothing to run"
-            )
-        for sampler in samplers:  # replay the data order up to the checkpoint
-            sampler.take(step)
-        next_eval = min((step // eval_every + 1) * eval_every, steps)
-    while step < steps:
-        k = min(log_every, steps - step)
-        idx = np.zeros((log_every, len(seeds), batch_size), np.int32)  # a fixed shape: one compile
-        idx[:k] = np.stack([s.take(k) for s in samplers], axis=1)
-        idx = jnp.asarray(idx)
-        if compiled is None:
+    def __call__(self, state: TrainState, k: int) -> tuple[TrainState, _Chunk]:
+        """Take ``k`` steps (at most ``log_every``); the state passed in is consumed."""
+        idx = self._indices(k)
+        data = (self.hypers, self.data.train_images, self.data.train_labels, idx)
+        if self.compiled is None:
             t0 = time.perf_counter()
-            args = (state, metrics, hypers, train_x, train_y, idx, np.int32(0))
-            compiled = step_fn.lower(*args).compile()
-            compile_seconds += time.perf_counter() - t0
+            self.compiled = self.step_fn.lower(state, self.metrics, *data, np.int32(0)).compile()
+            self.compile_seconds += time.perf_counter() - t0
         t0 = time.perf_counter()
         for i in range(k):
-            state, metrics = compiled(state, metrics, hypers, train_x, train_y, idx, np.int32(i))
-        chunk = np.array(metrics)[:k]  # a copy (the next call donates metrics); waits
-        loss, acc = chunk[:, 0], chunk[:, 1]  # (k, R) each
-        chunk_seconds = time.perf_counter() - t0
-        run_seconds += chunk_seconds
-        step += k
-        if checkpoint is not None:  # before the next call donates the state's buffers
-            optjax_checkpoint.save(checkpoint, {"state": state, "step": step})
-        history["step"].append(step)
-        history["train_loss"].append(loss.mean(0))
-        history["train_accuracy"].append(acc.mean(0))
-        test_acc = None
-        if step >= next_eval or step == steps:
-            test_loss, test_acc_runs = evaluate(state.params, state.other, test)
-            history["eval_step"].append(step)
-            history["test_loss"].append(test_loss)
-            history["test_accuracy"].append(test_acc_runs)
-            test_acc = float(test_acc_runs.mean())
-            next_eval = step + eval_every
-        if callback is not None:
-            progress = Progress(
-                step, steps, float(loss.mean()), float(acc.mean()), k / chunk_seconds, test_acc
-            )
-            callback(progress)
-    hist = {k: np.asarray(v) for k, v in history.items()}
-    runs = [
+            state, self.metrics = self.compiled(state, self.metrics, *data, np.int32(i))
+        metrics = np.array(self.metrics)[:k]  # a copy (the next call donates metrics); waits
+        seconds = time.perf_counter() - t0
+        self.run_seconds += seconds
+        return state, _Chunk(k, metrics[:, 0], metrics[:, 1], seconds)
+
+
+class _Evaluation:
+    """``evaluate(params, other) -> (loss, accuracy)``, one value per run over the whole test
+    set: one jitted call per padded batch, masked sums kept on the device until the end."""
+
+    def __init__(self, graphdef_eval: nnx.GraphDef, test: list[tuple]):
+        def batch_sums(params, other, images, labels, mask):
+            def one_run(p, o):
+                logits = nnx.merge(graphdef_eval, as_tree(p), o)(scale_images(images))
+                return (_nll(logits, labels) * mask).sum(), (_correct(logits, labels) * mask).sum()
+
+            return jax.vmap(one_run)(params, other)
+
+        self.sums, self.test = jax.jit(batch_sums), test
+        self.count = sum(float(np.asarray(batch[2]).sum()) for batch in test)  # unpadded size
+
+    def __call__(self, params, other) -> tuple[np.ndarray, np.ndarray]:
+        totals = jax.device_get([self.sums(params, other, *batch) for batch in self.test])
+        nll = np.sum([t[0] for t in totals], axis=0)
+        correct = np.sum([t[1] for t in totals], axis=0)
+        return nll / self.count, correct / self.count
+
+
+class _Setup(NamedTuple):
+    """What a call builds before its first step."""
+
+    state: TrainState  # every run's initial state, stacked on a leading run axis
+    samplers: list[BatchSampler]  # each run's data order
+    steps: _Steps
+    evaluate: _Evaluation
+    graphdef_eval: nnx.GraphDef  # the model in evaluation mode, for the result
+
+
+def _setup(model, make_tx, runs: _Runs, dataset: Dataset, config: RunConfig) -> _Setup:
+    """The runs' initial state, their samplers, the step and evaluation programs, and the data
+    on the device."""
+    graphdef, params, other = init_runs(model, runs.seeds)
+    hypers = jnp.asarray(runs.learning_rates or [0.0] * len(runs.seeds), jnp.float32)
+    state = _init_state(make_tx, params, other, hypers, config.flat)
+    first = jax.tree.map(lambda x: x[0], (params, other))  # NumPy: compiles nothing
+    graphdef_eval = eval_graphdef(graphdef, *first)
+    n_train = len(dataset.train_labels)
+    samplers = [BatchSampler(n_train, config.batch_size, seed) for seed in runs.seeds]
+    data = _device_data(dataset, config)
+    steps = _Steps(graphdef, make_tx, hypers, data, samplers, config)
+    return _Setup(state, samplers, steps, _Evaluation(graphdef_eval, data.test), graphdef_eval)
+
+
+def _resume(
+    path: str | os.PathLike[str], steps: int, state: TrainState, samplers
+) -> tuple[TrainState, int]:
+    """The state and step saved at ``path`` (``state`` is the template), with each sampler
+    advanced past the batches already taken."""
+    restored = optjax_checkpoint.restore(path, {"state": state, "step": 0})
+    state, step = restored["state"], int(restored["step"])
+    if step >= steps:
+        raise ValueError(
+            f"the checkpoint {path} is at step {step}; steps={steps} leaves nothing to run"
+        )
+    for sampler in samplers:  # replay the data order up to the checkpoint
+        sampler.take(step)
+    return state, step
+
+
+class _History:
+    """The curves: the training metrics after every chunk (averaged over its steps) and the
+    test metrics after every evaluation, one column per run."""
+
+    def __init__(self) -> None:
+        keys = ("step", "train_loss", "train_accuracy", "eval_step", "test_loss", "test_accuracy")
+        self.columns: dict[str, list] = {key: [] for key in keys}
+
+    def record_chunk(self, step: int, chunk: _Chunk) -> None:
+        self._append(
+            step=step, train_loss=chunk.loss.mean(0), train_accuracy=chunk.accuracy.mean(0)
+        )
+
+    def record_evaluation(self, step: int, loss: np.ndarray, accuracy: np.ndarray) -> None:
+        self._append(eval_step=step, test_loss=loss, test_accuracy=accuracy)
+
+    def _append(self, **values) -> None:
+        for key, value in values.items():
+            self.columns[key].append(value)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {key: np.asarray(values) for key, values in self.columns.items()}
+
+
+def _result(
+    runs: _Runs, setup: _Setup, state: TrainState, history: _History, config: RunConfig, start
+) -> TrainResult:
+    hist = history.arrays()
+    results = [
         RunResult(
-            int(seed),
-            None if learning_rates is None else float(learning_rates[i]),
+            seed,
+            None if runs.learning_rates is None else float(runs.learning_rates[i]),
             float(hist["test_accuracy"][-1, i]),
             float(hist["test_loss"][-1, i]),
             float(hist["train_loss"][-1, i]),
         )
-        for i, seed in enumerate(seeds)
+        for i, seed in enumerate(runs.seeds)
     ]
     return TrainResult(
-        runs,
+        results,
         hist,
-        steps,
-        batch_size,
+        config.steps,
+        config.batch_size,
         time.perf_counter() - start,
-        compile_seconds,
-        steps / run_seconds,
-        graphdef_eval,
-        jax.jit(jax.vmap(as_tree))(state.params) if flat else state.params,
+        setup.steps.compile_seconds,
+        config.steps / setup.steps.run_seconds,
+        setup.graphdef_eval,
+        jax.jit(jax.vmap(as_tree))(state.params) if config.flat else state.params,
         state.other,
     )
 
 
+def _run(model, make_tx, runs: _Runs, dataset: Dataset, config: RunConfig, callback) -> TrainResult:
+    """Train the runs as ``config`` says; a checkpoint is saved after every chunk (before the
+    next one donates the state's buffers), the test set evaluated when due and at the end."""
+    start = time.perf_counter()
+    _check_runs(runs, dataset, config)
+    setup = _setup(model, make_tx, runs, dataset, config)
+    state, step = setup.state, 0
+    if config.resume and config.checkpoint is not None:
+        state, step = _resume(config.checkpoint, config.steps, state, setup.samplers)
+    next_eval = min((step // config.eval_interval + 1) * config.eval_interval, config.steps)
+    history = _History()
+    while step < config.steps:
+        state, chunk = setup.steps(state, min(config.log_every, config.steps - step))
+        step += chunk.steps
+        if config.checkpoint is not None:
+            optjax_checkpoint.save(config.checkpoint, {"state": state, "step": step})
+        history.record_chunk(step, chunk)
+        test_accuracy = None
+        if step >= next_eval or step == config.steps:
+            loss, acc = setup.evaluate(state.params, state.other)
+            history.record_evaluation(step, loss, acc)
+            test_accuracy, next_eval = float(acc.mean()), step + config.eval_interval
+        if callback is not None:
+            loss_mean, acc_mean = float(chunk.loss.mean()), float(chunk.accuracy.mean())
+            speed = chunk.steps / chunk.seconds
+            callback(Progress(step, config.steps, loss_mean, acc_mean, speed, test_accuracy))
+    return _result(runs, setup, state, history, config, start)
+
+
+def _is_transform(optimizer) -> bool:
+    return hasattr(optimizer, "init") and hasattr(optimizer, "update")
+
+
 def train(
     model: str | ModelFn,
-    optimizer,
+    optimizer: Any,
     dataset: Dataset,
     *,
-    steps: int,
-    batch_size: int = 100,
     seeds: Sequence[int] = (0,),
     learning_rate: float | None = None,
-    log_every: int = 100,
-    eval_every: int | None = None,
-    eval_batch_size: int = 1000,
     callback: Callable[[Progress], None] | None = None,
-    checkpoint: str | None = None,
-    resume: bool = False,
-    flat: bool = False,
+    config: RunConfig | None = None,
+    **options: Any,
 ) -> TrainResult:
     """Train one model per seed, all at once: one jitted program vmaps the train step over the
     runs (per-seed initialisation ``model(rngs=nnx.Rngs(seed))`` and per-seed data order).
 
     ``optimizer`` is a transform (optjax, optax, or anything with ``init``/``update``), or a
     factory ``learning_rate -> transform`` together with ``learning_rate``. ``model`` is "mlp",
-    "cnn", or a callable ``model(rngs=...) -> nnx.Module`` (e.g. ``MLP``, or a lambda). Steps
-    run ``log_every`` at a time (one call, one progress report); the test set is evaluated
-    every ``eval_every`` steps (rounded up to a multiple of ``log_every``) and at the end.
-    ``checkpoint=PATH`` saves the train state every ``log_every`` steps (optjax.checkpoint);
-    ``resume=True`` continues from that file exactly as the uninterrupted run would have.
-    ``flat=True`` holds params and optimizer state in contiguous buffers (optjax.flat): the same
-    numbers, one fused update over the buffers instead of one per leaf; ``result.params`` is
-    still the model's tree.
+    "cnn", or a callable ``model(rngs=...) -> nnx.Module`` (e.g. ``MLP``, or a lambda).
+    ``callback`` sees a Progress after every ``log_every`` steps.
+
+    ``options`` are the fields of RunConfig: ``steps`` (required), ``batch_size=100``,
+    ``log_every=100``, ``eval_every=None``, ``eval_batch_size=1000``, ``checkpoint=None``,
+    ``resume=False``, ``flat=False`` (see RunConfig); or pass ``config=RunConfig(...)``, whose
+    values the keywords given replace. With ``flat=True``, ``result.params`` is still the
+    model's tree.
 
     Example:
         >>> from optjax.train import Dataset, MLP, train
@@ -415,35 +605,21 @@ def train(
         >>> [run.seed for run in result.runs], result.history["train_loss"].shape
         ([0, 1], (1, 2))
     """
+    run_config = _config("train", config, options)
     seeds = [int(s) for s in seeds]
     if _is_transform(optimizer):
         if learning_rate is not None:
             raise ValueError(
                 "learning_rate is for an optimizer factory; this optimizer is a transform already"
             )
-        make_tx, lrs = (lambda _: optimizer), None
+        make_tx, runs = (lambda _: optimizer), _Runs(seeds, None)
     else:
         if learning_rate is None:
             raise ValueError(
                 "an optimizer factory (learning_rate -> transform) needs learning_rate="
             )
-        make_tx, lrs = optimizer, [learning_rate] * len(seeds)
-    return _run(
-        model,
-        make_tx,
-        lrs,
-        seeds,
-        dataset,
-        steps=steps,
-        batch_size=batch_size,
-        log_every=log_every,
-        eval_every=eval_every,
-        eval_batch_size=eval_batch_size,
-        callback=callback,
-        checkpoint=checkpoint,
-        resume=resume,
-        flat=flat,
-    )
+        make_tx, runs = optimizer, _Runs(seeds, [learning_rate] * len(seeds))
+    return _run(model, make_tx, runs, dataset, run_config, callback)
 
 
 def sweep(
@@ -452,19 +628,16 @@ def sweep(
     dataset: Dataset,
     *,
     learning_rates: Sequence[float],
-    steps: int,
-    batch_size: int = 100,
     seeds: Sequence[int] = (0,),
-    log_every: int = 100,
-    eval_every: int | None = None,
-    eval_batch_size: int = 1000,
     callback: Callable[[Progress], None] | None = None,
-    flat: bool = False,
+    config: RunConfig | None = None,
+    **options: Any,
 ) -> TrainResult:
     """Train one model per (learning rate, seed) pair, all in one vmapped program: the learning
     rate is a traced array passed to ``optimizer`` (e.g. ``optjax.adam``) inside the vmapped
     step. Runs are ordered learning rate first, then seed. Other arguments as in `train`.
     """
+    run_config = _config("sweep", config, options)
     if _is_transform(optimizer) or not callable(optimizer):
         raise ValueError(
             "sweep needs an optimizer factory learning_rate -> transform, e.g. optjax.adam"
@@ -472,17 +645,5 @@ def sweep(
     if len(learning_rates) == 0:
         raise ValueError("learning_rates must hold at least one value, got []")
     pairs = [(float(lr), int(s)) for lr in learning_rates for s in seeds]
-    return _run(
-        model,
-        optimizer,
-        [lr for lr, _ in pairs],
-        [s for _, s in pairs],
-        dataset,
-        steps=steps,
-        batch_size=batch_size,
-        log_every=log_every,
-        eval_every=eval_every,
-        eval_batch_size=eval_batch_size,
-        callback=callback,
-        flat=flat,
-    )
+    runs = _Runs([s for _, s in pairs], [lr for lr, _ in pairs])
+    return _run(model, optimizer, runs, dataset, run_config, callback)
