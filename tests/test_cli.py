@@ -4,11 +4,14 @@ names and torch presets), and bad arguments (one line, non-zero status, no trace
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import types
 from pathlib import Path
 
+import flax
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -16,8 +19,7 @@ from real_data import MNIST_DIR, needs_mnist
 from test_data import spec_for, write_dataset
 
 import optjax
-from optjax.train import cli, data
-from optjax.train.loop import Progress
+from optjax.train import Progress, RunResult, TrainResult, cli, data
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--steps", "6", "--log-every", "3", "--batch-size", "10", "--no-download"]
@@ -77,7 +79,7 @@ def test_cli_trains_and_writes_json_and_plot(tiny_mnist, capsys):
     assert "6/6 loss" in stderr and "steps/s" in stderr
 
 
-def test_cli_learning_rate_list_is_a_sweep_and_epochs_set_the_length(tiny_mnist):
+def test_cli_learning_rate_list_is_a_sweep_and_epochs_set_the_length(tiny_mnist, capsys):
     out = tiny_mnist / "r.json"
     argv = [
         *TINY[2:],
@@ -102,6 +104,28 @@ def test_cli_learning_rate_list_is_a_sweep_and_epochs_set_the_length(tiny_mnist)
     assert result["config"]["flat"] is True
     assert [(r["learning_rate"], r["seed"]) for r in result["runs"]] == [(0.1, 0), (0.01, 0)]
     assert result["steps"] == 6  # 2 epochs of 30 examples in batches of 10
+    accs = {r["learning_rate"]: r["test_accuracy"] for r in result["runs"]}
+    assert result["summary"]["by_learning_rate"] == [
+        {"learning_rate": lr, "mean": accs[lr], "std": None, "n": 1} for lr in (0.01, 0.1)
+    ]
+    out = capsys.readouterr().out
+    assert f"  lr 0.01: {100 * accs[0.01]:.2f} % (n = 1)\n" in out
+    assert f"  lr 0.1: {100 * accs[0.1]:.2f} % (n = 1)\n" in out
+    best = max(accs, key=lambda lr: accs[lr])  # (a tie goes to the smaller rate, listed first)
+    best = 0.01 if accs[0.01] == accs[0.1] else best
+    assert f"best learning rate: {best:g} ({100 * accs[best]:.2f} % mean test accuracy)" in out
+
+
+def test_a_preset_without_a_learning_rate_shows_the_default_it_used(tiny_mnist, capsys):
+    argv = [*TINY, "--data-dir", str(tiny_mnist / "data"), "--optimizer", "torch.SGD", "--quiet"]
+    assert cli.main(argv) == 0
+    assert capsys.readouterr().out.startswith(
+        "mnist, mlp, torch.SGD (default lr 0.001), 6 steps of batch 10, 1 run(s)\n"
+    )
+    assert cli.default_learning_rate("torch.Adam") == 1e-3
+    assert cli.default_learning_rate("torch.Adadelta") == 1.0
+    assert cli.default_learning_rate("adadelta") == 1.0
+    assert cli.default_learning_rate("adafactor") is None  # the relative step size
 
 
 def test_optimizer_names_are_optjax_optimizers():
@@ -155,11 +179,11 @@ def test_torch_presets_are_looked_up_in_torch_compat(monkeypatch):
         {"lr": 0.5, "alpha": 0.99, "momentum": 0.9, "weight_decay": 0.0},
     ]
     with pytest.raises(
-        cli.UsageError, match="--nesterov does not apply to optimizer 'torch.RMSprop'"
+        cli.UsageError, match=r"--nesterov does not apply to optimizer 'torch\.RMSprop'"
     ):
         cli.resolve_optimizer("torch.RMSprop", None, momentum=0.9, nesterov=True)
     with pytest.raises(
-        cli.UsageError, match="unknown torch preset 'torch.Adam'; choose from torch.RMSprop"
+        cli.UsageError, match=r"unknown torch preset 'torch\.Adam'; choose from torch\.RMSprop"
     ):
         cli.resolve_optimizer("torch.Adam", None)
 
@@ -272,18 +296,212 @@ def test_bad_arguments_in_a_subprocess_have_no_traceback(tmp_path):
     )
 
 
-def test_progress_bar_redraws_in_place_on_a_terminal():
-    class Terminal(io.StringIO):
-        def isatty(self):
-            return True
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
 
+
+def screen(output: str) -> list[str]:
+    """The lines a terminal shows after printing ``output``: text overwrites from the cursor;
+    carriage return, newline, erase line (ESC[2K, ESC[K) and cursor up (ESC[nA) move or clear;
+    other escape sequences (colours, cursor visibility) show nothing."""
+    lines, row, col = [""], 0, 0
+    for token in re.findall(r"\x1b\[[0-9;?]*[A-Za-z]|\r|\n|[^\x1b\r\n]+", output):
+        if token == "\r":
+            col = 0
+        elif token == "\n":
+            row, col = row + 1, 0
+            lines += [""] * (row + 1 - len(lines))
+        elif token.startswith("\x1b["):
+            argument, command = token[2:-1], token[-1]
+            if command == "K":
+                lines[row] = "" if argument == "2" else lines[row][:col]
+            elif command == "A":
+                row = max(0, row - int(argument or 1))
+        else:
+            line = lines[row].ljust(col)
+            lines[row] = line[:col] + token + line[col + len(token) :]
+            col += len(token)
+    return [line.rstrip() for line in lines]
+
+
+def test_progress_bar_redraws_in_place_on_a_terminal_without_stale_characters(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "120")
     stream = Terminal()
+    with cli.ProgressBar(stream, width=10) as bar:
+        bar(Progress(5, 10, 0.5, 0.9, 1449.0, test_accuracy=0.96))
+        bar(Progress(10, 10, 0.25, 0.95, 13.0))  # a shorter line than the one before
+    lines = screen(stream.getvalue())
+    shown = [line for line in lines if line]
+    assert len(shown) == 1, shown  # one line, redrawn in place
+    assert re.fullmatch(
+        r"\S{10} 10/10 loss 0\.2500 acc 95\.00% test 96\.00% 13 steps/s", shown[0]
+    ), shown[0]
+    assert lines[-1] == ""  # the cursor is left on the next line
+
+
+def test_progress_bar_on_a_terminal_ends_when_training_stops_early(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "120")
+    stream = Terminal()
+    with pytest.raises(KeyboardInterrupt), cli.ProgressBar(stream, width=10) as bar:
+        bar(Progress(5, 10, 0.5, 0.9, 100.0))
+        raise KeyboardInterrupt
+    lines = screen(stream.getvalue())
+    assert lines[-1] == "" and lines[-2].endswith(" 5/10 loss 0.5000 acc 90.00% 100 steps/s")
+
+
+def test_progress_in_a_log_file_is_a_few_plain_lines():
+    stream = io.StringIO()  # not a terminal
     bar = cli.ProgressBar(stream, width=10)
-    bar(Progress(5, 10, 0.5, 0.9, 123.0))
-    bar(Progress(10, 10, 0.25, 0.95, 200.0, test_accuracy=0.96))
-    assert stream.getvalue() == (
-        "\r[#####-----] 5/10 loss 0.5000 acc 90.00% 123 steps/s"
-        "\r[##########] 10/10 loss 0.2500 acc 95.00% test 96.00% 200 steps/s\n"
+    for step in range(3, 301, 3):
+        test = 0.9 if step % 30 == 0 else None
+        bar(Progress(step, 300, 1.0 / step, 0.5, 1000.0 - step, test_accuracy=test))
+    lines = stream.getvalue().splitlines()
+    assert not re.search(r"[\x00-\x09\x0b-\x1f\x7f]", stream.getvalue())  # no \r, no escapes
+    assert len(lines) == 11 and stream.getvalue().endswith("\n")  # the first, then each tenth
+    assert lines[0] == "[----------] 3/300 loss 0.3333 acc 50.00% 997 steps/s"
+    assert lines[1] == "[#---------] 30/300 loss 0.0333 acc 50.00% test 90.00% 970 steps/s"
+    assert lines[-1].startswith("[##########] 300/300 loss 0.0033")
+
+
+# ---------------------------------------------------------------- the summary and the plot
+
+
+def result_of(runs, steps=10):
+    """A TrainResult with these (seed, learning rate, test accuracy) runs, and curves of two
+    points reaching them."""
+    runs = [RunResult(seed, lr, acc, 1 - acc, 1 - acc) for seed, lr, acc in runs]
+    accs = np.array([[r.test_accuracy for r in runs]]) * [[0.5], [1.0]]
+    history = {
+        "step": np.array([steps // 2, steps]),
+        "train_loss": 1 - accs,
+        "train_accuracy": accs,
+        "eval_step": np.array([steps // 2, steps]),
+        "test_loss": 1 - accs,
+        "test_accuracy": accs,
+    }
+    return TrainResult(runs, history, steps, 10, 1.0, 0.5, 20.0, None, None, None)
+
+
+SWEEP = [(0, 0.3, 0.90), (1, 0.3, 0.94), (0, 0.1, 0.97), (1, 0.1, 0.98), (0, 0.01, 0.95)]
+
+
+def test_a_sweep_is_summarized_per_learning_rate_and_names_the_best():
+    lines = cli.summary_table(result_of(SWEEP), "title").splitlines()
+    assert lines[7:12] == [
+        "test accuracy per learning rate (mean ± std over seeds):",
+        "  lr 0.01: 95.00 % (n = 1)",
+        "  lr 0.1: 97.50 ± 0.71 % (n = 2)",  # sample std of 97 and 98: sqrt(0.5)
+        "  lr 0.3: 92.00 ± 2.83 % (n = 2)",  # sample std of 90 and 94: sqrt(8)
+        "best learning rate: 0.1 (97.50 % mean test accuracy)",
+    ]
+    assert "over 5 runs" not in "\n".join(lines)  # no mean over different learning rates
+
+
+def test_a_single_run_shows_n_1_and_no_spread():
+    summary = cli.summary_table(result_of([(0, 0.001, 0.974)]), "title")
+    assert "test accuracy: 97.40 % (n = 1)" in summary and "±" not in summary
+    summary = cli.summary_table(result_of([(0, 0.001, 0.96), (1, 0.001, 0.98)]), "title")
+    assert "test accuracy: 97.00 ± 1.41 % (mean ± std over 2 runs)" in summary
+
+
+@pytest.mark.parametrize(
+    "runs, labels",
+    [
+        (SWEEP, ["lr 0.3, seed 0", "lr 0.3, seed 1", "lr 0.1, seed 0", "lr 0.1, seed 1",
+                 "lr 0.01, seed 0"]),
+        ([(0, 0.1, 0.9), (0, 0.01, 0.9)], ["lr 0.1", "lr 0.01"]),
+        ([(3, 0.1, 0.9), (4, 0.1, 0.9)], ["seed 3", "seed 4"]),
+        ([(3, None, 0.9), (4, None, 0.9)], ["seed 3", "seed 4"]),
+        ([(7, 0.001, 0.9)], ["lr 0.001, seed 7"]),
+        ([(7, None, 0.9)], ["seed 7"]),
+    ],
+)  # fmt: skip
+def test_plot_legend_names_runs_by_what_sets_them_apart(runs, labels):
+    result = result_of(runs)
+    assert cli.run_labels(result) == labels
+    legend = cli.figure(result).axes[0].get_legend()
+    assert [text.get_text() for text in legend.get_texts()] == labels
+
+
+# ---------------------------------------------------------------- help, version, installation
+
+
+def test_help_lists_the_optimizers_and_every_default(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "100")
+    assert cli.main(["--help"]) == 0
+    text = capsys.readouterr().out
+    names = cli.optimizer_names() + cli.torch_presets()
+    assert "adam" in names and "torch.Adam" in names
+    for name in names:
+        assert re.search(rf"(?<![\w.]){re.escape(name)}\b", text), name
+    # Each option's entry: from its line to the next option's. All but flags and --help,
+    # --version say their default.
+    entries = re.split(r"\n(?=  -)", text.split("options:\n", 1)[1])
+    for action in cli.build_parser()._actions:
+        if action.nargs == 0:  # --help, --version, and the on/off flags
+            continue
+        (entry,) = [e for e in entries if e.split()[0].rstrip(",") == action.option_strings[0]]
+        assert "default" in entry, entry
+    assert (
+        "--batch-size BATCH_SIZE\n                        examples per step and run (default: 100)"
+        in text
+    )
+    assert "(default: 0)" in text.split("--seeds", 1)[1]
+
+
+def test_learning_rates_is_another_name_for_the_learning_rate_list():
+    parse = cli.build_parser().parse_args
+    assert parse(["--learning-rates", "0.3,0.1"]).learning_rate == [0.3, 0.1]
+    assert parse(["--lr", "0.3"]).learning_rate == [0.3]
+
+
+def test_version_names_optjax_jax_and_flax(capsys):
+    assert cli.main(["--version"]) == 0
+    out = capsys.readouterr().out
+    assert out == f"optjax {optjax.__version__} (jax {jax.__version__}, flax {flax.__version__})\n"
+
+
+def test_plot_without_matplotlib_says_what_to_install(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    assert cli.main(["--plot", str(tmp_path / "p.png"), "--no-download"]) == 2
+    _, stderr = capsys.readouterr()
+    assert stderr == (
+        "python -m optjax.train: error: --plot needs matplotlib, which is not installed: "
+        "pip install 'optjax[train]'\n"
+    )
+
+
+def test_without_flax_the_command_says_what_to_install(tmp_path):
+    (tmp_path / "sitecustomize.py").write_text(
+        "import sys\nsys.modules['flax'] = None  # as if flax were not installed\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+
+    def python(*args):
+        return subprocess.run(
+            [sys.executable, *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=120
+        )
+
+    proc = python("-m", "optjax.train", "--steps", "3")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == (
+        "python -m optjax.train: error: the training harness needs flax, which is not "
+        "installed: pip install 'optjax[train]'\n"
+    )
+    # The library: optjax imports; optjax.train's data names import, its others say the same.
+    proc = python(
+        "-c",
+        "import optjax, optjax.train\n"
+        "from optjax.train import load_dataset\n"
+        "try:\n"
+        "    from optjax.train import train\n"
+        "except ModuleNotFoundError as error:\n"
+        "    print(error.name, error)\n",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == (
+        "flax optjax.train.train needs flax, which is not installed: pip install 'optjax[train]'\n"
     )
 
 
@@ -304,4 +522,6 @@ def test_cli_on_real_mnist_prints_the_test_accuracy(capsys, tmp_path):
     assert cli.main(argv) == 0
     accuracy = json.loads(out.read_text())["runs"][0]["test_accuracy"]
     assert accuracy > 0.85
-    assert f"test accuracy: {100 * accuracy:.2f} ± 0.00 %" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"test accuracy: {100 * accuracy:.2f} % (n = 1)" in out
+    assert "mnist, mlp, torch.Adam (default lr 0.001), 200 steps" in out

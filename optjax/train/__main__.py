@@ -1,6 +1,18 @@
 """``python -m optjax.train``: see optjax.train.cli."""
 
-from optjax.train.cli import main
+import sys
+
+try:
+    from optjax.train.cli import main
+except ModuleNotFoundError as error:  # without the [train] extra: one line, not a traceback
+    if error.name not in ("flax", "rich"):
+        raise
+    print(
+        f"python -m optjax.train: error: the training harness needs {error.name}, which is not "
+        "installed: pip install 'optjax[train]'",
+        file=sys.stderr,
+    )
+    raise SystemExit(2) from None
 
 if __name__ == "__main__":
     raise SystemExit(main())

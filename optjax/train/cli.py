@@ -9,8 +9,10 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib
+import importlib.util
 import inspect
 import json
 import os
@@ -18,15 +20,43 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TextIO
 
+import flax
 import jax
 import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
+from rich.progress import Progress as RichProgress
 
 import optjax
 from optjax import optimizers as optjax_optimizers
 from optjax.train.data import DATASETS, ChecksumError, DataNotFoundError, IDXError, load_dataset
-from optjax.train.loop import Progress, TrainResult, sweep, train
+from optjax.train.loop import sweep, train
 from optjax.train.models import CNN, INITS, MLP
+from optjax.train.results import Progress, TrainResult
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "PROG",
+    "TORCH_PREFIX",
+    "ProgressBar",
+    "UsageError",
+    "build_parser",
+    "default_learning_rate",
+    "figure",
+    "main",
+    "optimizer_names",
+    "resolve_optimizer",
+    "run",
+    "run_labels",
+    "save_plot",
+    "summary_table",
+    "torch_presets",
+    "version_line",
+]
 
 PROG = "python -m optjax.train"
 TORCH_PREFIX = "torch."
@@ -65,6 +95,47 @@ def _torch_compat():
         return None
 
 
+def torch_presets() -> list[str]:
+    """The torch.optim presets usable by name ("torch.Adam", ...): optjax.torch_compat's
+    optimizer functions (none where that module is not available)."""
+    module = _torch_compat()
+    if module is None:
+        return []
+    return sorted(
+        TORCH_PREFIX + n
+        for n, f in vars(module).items()
+        if n[:1].isupper() and inspect.isfunction(f)
+    )
+
+
+def _lookup(name: str) -> tuple[Callable, str]:
+    """The optimizer function a command-line name stands for, and its learning rate argument's
+    name ("lr" for torch presets); UsageError for an unknown name."""
+    if not name.startswith(TORCH_PREFIX):
+        known = optimizer_names()
+        if name not in known:
+            raise UsageError(
+                f"unknown optimizer {name!r}; choose from {', '.join(known)}, "
+                "or torch.<Name> (e.g. torch.Adam)"
+            )
+        return getattr(optjax_optimizers, name), "learning_rate"
+    module = _torch_compat()
+    if module is None:
+        raise UsageError(f"optimizer {name!r} needs optjax.torch_compat, which is not available")
+    presets = torch_presets()
+    if name not in presets:
+        raise UsageError(f"unknown torch preset {name!r}; choose from {', '.join(presets)}")
+    return getattr(module, name[len(TORCH_PREFIX) :]), "lr"
+
+
+def default_learning_rate(name: str) -> Any:
+    """The learning rate optimizer ``name`` uses when none is given: its signature's default
+    (e.g. 1e-3 for torch.Adam); ``inspect.Parameter.empty`` where it has none."""
+    fn, lr_name = _lookup(name)
+    parameter = inspect.signature(fn).parameters.get(lr_name)
+    return inspect.Parameter.empty if parameter is None else parameter.default
+
+
 def resolve_optimizer(name: str, learning_rate: float | None = None, **options) -> Callable:
     """A factory ``learning_rate -> transform`` for an optimizer named on the command line.
 
@@ -77,36 +148,13 @@ def resolve_optimizer(name: str, learning_rate: float | None = None, **options) 
     options = {k: v for k, v in options.items() if v is not None and v is not False}
     if options.get("nesterov") and not options.get("momentum"):
         raise UsageError("--nesterov needs --momentum > 0")
-    if name.startswith(TORCH_PREFIX):
-        module, attr, lr_name = _torch_compat(), name[len(TORCH_PREFIX) :], "lr"
-        if module is None:
-            raise UsageError(
-                f"optimizer {name!r} needs optjax.torch_compat, which is not available"
-            )
-        fn = getattr(module, attr, None)
-        if not (inspect.isfunction(fn) and attr[:1].isupper()):
-            presets = sorted(
-                n for n, f in vars(module).items() if n[:1].isupper() and inspect.isfunction(f)
-            )
-            raise UsageError(
-                f"unknown torch preset {name!r}; choose from "
-                + ", ".join(TORCH_PREFIX + p for p in presets)
-            )
-    else:
-        lr_name, known = "learning_rate", optimizer_names()
-        if name not in known:
-            raise UsageError(
-                f"unknown optimizer {name!r}; choose from {', '.join(known)}, "
-                "or torch.<Name> (e.g. torch.Adam)"
-            )
-        fn = getattr(optjax_optimizers, name)
+    fn, lr_name = _lookup(name)
     signature = inspect.signature(fn).parameters
     for option in options:
         if option not in signature:
             raise UsageError(f"--{option.replace('_', '-')} does not apply to optimizer {name!r}")
     if learning_rate is None and lr_name in signature:
-        default = signature[lr_name].default
-        if default is inspect.Parameter.empty:
+        if signature[lr_name].default is inspect.Parameter.empty:
             raise UsageError(f"optimizer {name!r} needs --learning-rate")
         return lambda lr: fn(**options)
     return lambda lr: fn(**{lr_name: lr}, **options)
@@ -133,87 +181,124 @@ _int_list = _list_of(int, "integer")
 _float_list = _list_of(float, "number")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default, but where the default is None or off: those
+    helps say in words what happens when the option is not given."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def version_line() -> str:
+    return f"optjax {optjax.__version__} (jax {jax.__version__}, flax {flax.__version__})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog=PROG,
         description="Train an MLP or CNN on MNIST or Fashion-MNIST with an optjax optimizer.",
+        formatter_class=_HelpFormatter,
     )
-    p.add_argument("--dataset", choices=sorted(DATASETS), default="mnist")
-    p.add_argument("--model", choices=["mlp", "cnn"], default="mlp")
+    p.add_argument("--version", action="version", version=version_line())
+    p.add_argument("--dataset", choices=sorted(DATASETS), default="mnist", help="the dataset")
+    p.add_argument("--model", choices=["mlp", "cnn"], default="mlp", help="the classifier")
     p.add_argument(
         "--hidden",
         type=_int_list,
         default=None,
-        help="hidden sizes: MLP layers (default 100), or the CNN's dense layer (default 256)",
+        help="hidden sizes: the MLP's layers, or the CNN's dense layer (default: 100 for the MLP, "
+        "256 for the CNN)",
     )
     p.add_argument(
-        "--channels", type=_int_list, default=None, help="the CNN's two conv widths (default 32,64)"
+        "--channels",
+        type=_int_list,
+        default=None,
+        help="the CNN's two conv widths (default: 32,64)",
     )
     p.add_argument(
         "--dropout",
         type=_float_list,
         default=None,
-        help="the CNN's dropout rates after its conv layers and its dense layer (default 0.25,0.5)",
+        help="the CNN's dropout rates after its conv layers and its dense layer "
+        "(default: 0.25,0.5)",
     )
     p.add_argument(
         "--init", choices=INITS, default="lecun", help="weight init: flax's (lecun) or torch.nn's"
     )
+    presets = torch_presets()
     p.add_argument(
         "--optimizer",
         default=None,
-        help="an optjax optimizer (adam, sgd, ...) or a torch preset (torch.Adam, ...); "
-        "default adam at lr 1e-3",
+        metavar="NAME",
+        help=f"an optjax optimizer: {', '.join(optimizer_names())}"
+        + (f"; or a torch.optim preset: {', '.join(presets)}" if presets else "")
+        + " (default: adam, at learning rate 1e-3)",
     )
     p.add_argument(
         "--learning-rate",
+        "--learning-rates",
         "--lr",
         type=_float_list,
         default=None,
-        help="learning rate; a comma-separated list trains one run per rate (vmapped)",
+        help="learning rate; a comma-separated list trains one run per rate (vmapped) "
+        "(default: the optimizer's own default, shown in the summary)",
     )
     p.add_argument(
         "--momentum",
         type=float,
         default=None,
-        help="for optimizers that take it (sgd, rmsprop, ...)",
+        help="for optimizers that take it (sgd, rmsprop, ...) (default: the optimizer's)",
     )
     p.add_argument("--nesterov", action="store_true", help="Nesterov momentum (with --momentum)")
     p.add_argument(
-        "--weight-decay", type=float, default=None, help="for optimizers that take it (adamw, ...)"
+        "--weight-decay",
+        type=float,
+        default=None,
+        help="for optimizers that take it (adamw, ...) (default: the optimizer's)",
     )
-    p.add_argument("--steps", type=int, default=None, help="training steps (default 3000)")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default: 3000)")
     p.add_argument(
-        "--epochs", type=float, default=None, help="training length in epochs, instead of --steps"
+        "--epochs",
+        type=float,
+        default=None,
+        help="training length in epochs, instead of --steps (default: --steps)",
     )
-    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=100, help="examples per step and run")
     p.add_argument(
-        "--seeds", type=_int_list, default=[0], help="comma-separated seeds, one run each (vmapped)"
+        "--seeds", type=_int_list, default="0", help="comma-separated seeds, one run each (vmapped)"
     )
     p.add_argument("--log-every", type=int, default=100, help="steps per progress update")
     p.add_argument(
         "--eval-every",
         type=int,
         default=None,
-        help="steps between test evaluations (default: 10 per run)",
+        help="steps between test evaluations (default: a tenth of --steps)",
     )
     p.add_argument(
         "--data-dir",
         default=None,
-        help="directory with the dataset files (else $OPTJAX_DATA_DIR, then the cache)",
+        help="directory with the dataset files (default: $OPTJAX_DATA_DIR, then the cache)",
     )
     p.add_argument("--no-download", action="store_true", help="never download the dataset")
-    p.add_argument("--json", metavar="PATH", default=None, help="write the results as JSON")
+    p.add_argument(
+        "--json", metavar="PATH", default=None, help="write the results as JSON (default: none)"
+    )
     p.add_argument(
         "--checkpoint",
         metavar="PATH",
         default=None,
-        help="save the train state to PATH every --log-every steps",
+        help="save the train state to PATH every --log-every steps (default: none)",
     )
     p.add_argument(
         "--resume", action="store_true", help="continue from --checkpoint as if never stopped"
     )
     p.add_argument(
-        "--plot", metavar="PATH", default=None, help="write a PNG of the loss and accuracy curves"
+        "--plot",
+        metavar="PATH",
+        default=None,
+        help="write a PNG of the loss and accuracy curves (default: none)",
     )
     p.add_argument(
         "--flat",
@@ -226,31 +311,84 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class ProgressBar:
-    """A one-line progress bar on a stream (stderr): redrawn in place on a terminal, otherwise a
-    line at most every tenth of the run."""
+    """Training progress on a stream (stderr). On a terminal, a bar redrawn in place (rich);
+    elsewhere (a log file, a pipe), a plain line at most every tenth of the run, with no control
+    characters. The terminal's bar ends with the run's last step; use the bar as a context
+    manager so that it also ends when training stops early.
 
-    def __init__(self, stream=None, width: int = 24):
+    Example:
+        >>> import io
+        >>> bar = ProgressBar(io.StringIO())  # not a terminal: plain lines
+        >>> bar(Progress(50, 100, 0.5, 0.9, 123.0, test_accuracy=0.95))
+        >>> print(bar.stream.getvalue(), end="")
+        [############------------] 50/100 loss 0.5000 acc 90.00% test 95.00% 123 steps/s
+    """
+
+    def __init__(self, stream: TextIO | None = None, width: int = 24):
         self.stream, self.width = stream or sys.stderr, width
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.last_tenth = -1
+        self.test_accuracy: float | None = None  # the latest, shown until the next
+        self._live: RichProgress | None = None
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """End the terminal's bar (the cursor goes to the next line); idempotent."""
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
 
     def __call__(self, p: Progress) -> None:
-        done = int(self.width * p.step / p.steps)
-        bar = "#" * done + "-" * (self.width - done)
-        test = f" test {100 * p.test_accuracy:.2f}%" if p.test_accuracy is not None else ""
-        line = (
-            f"[{bar}] {p.step}/{p.steps} loss {p.train_loss:.4f} acc {100 * p.train_accuracy:.2f}%"
-            f"{test} {p.steps_per_second:.0f} steps/s"
+        if p.test_accuracy is not None:
+            self.test_accuracy = p.test_accuracy
+        test = "" if self.test_accuracy is None else f" test {100 * self.test_accuracy:.2f}%"
+        metrics = (
+            f"loss {p.train_loss:.4f} acc {100 * p.train_accuracy:.2f}%{test} "
+            f"{p.steps_per_second:.0f} steps/s"
         )
         if self.tty:
-            self.stream.write("\r" + line + ("\n" if p.step == p.steps else ""))
+            self._draw(p, metrics)
         elif 10 * p.step // p.steps > self.last_tenth:
             self.last_tenth = 10 * p.step // p.steps
-            self.stream.write(line + "\n")
-        self.stream.flush()
+            done = self.width * p.step // p.steps
+            bar = "#" * done + "-" * (self.width - done)
+            self.stream.write(f"[{bar}] {p.step}/{p.steps} {metrics}\n")
+            self.stream.flush()
+
+    def _draw(self, p: Progress, metrics: str) -> None:
+        if self._live is None:
+            self._live = RichProgress(
+                BarColumn(bar_width=self.width),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[metrics]}"),
+                console=Console(file=self.stream, force_terminal=True, highlight=False),
+                auto_refresh=False,  # drawn on each report: no thread
+                redirect_stdout=False,
+                redirect_stderr=False,
+            )
+            self._live.add_task("train", total=p.steps, completed=p.step, metrics=metrics)
+            self._live.start()
+        task = self._live.task_ids[0]
+        self._live.update(task, completed=p.step, metrics=metrics, refresh=True)
+        if p.step >= p.steps:
+            self.close()
+
+
+def _percent(mean: float, std: float | None, n: int) -> str:
+    """An accuracy over n runs as "mean ± std % (n = N)"; one run has no std: "acc % (n = 1)"."""
+    if std is None or n == 1:
+        return f"{100 * mean:.2f} % (n = 1)"
+    return f"{100 * mean:.2f} ± {100 * std:.2f} % (n = {n})"
 
 
 def summary_table(result: TrainResult, title: str) -> str:
+    """The title, one row per run, then the test accuracy: over all runs (mean ± sample std
+    over seeds), or, for several learning rates, per learning rate and the best of them."""
     lines = [
         title,
         f"{'run':>3}  {'seed':>4}  {'learning rate':>13}  {'test acc':>8}  {'test loss':>9}",
@@ -260,16 +398,25 @@ def summary_table(result: TrainResult, title: str) -> str:
         lines.append(
             f"{i:>3}  {r.seed:>4}  {lr:>13}  {100 * r.test_accuracy:7.2f}%  {r.test_loss:9.4f}"
         )
-    lines.append(
-        f"test accuracy: {100 * result.mean:.2f} ± {100 * result.std:.2f} % "
-        f"(mean ± std over {len(result.runs)} run{'s' if len(result.runs) > 1 else ''})"
-    )
-    for lr in sorted({r.learning_rate for r in result.runs if r.learning_rate is not None}):
-        accs = [r.test_accuracy for r in result.runs if r.learning_rate == lr]
-        if len(accs) > 1 and len(accs) < len(result.runs):
-            lines.append(
-                f"  lr {lr:.4g}: {100 * np.mean(accs):.2f} ± {100 * np.std(accs, ddof=1):.2f} %"
-            )
+    groups = result.by_learning_rate()
+    if len(groups) > 1:
+        lines.append("test accuracy per learning rate (mean ± std over seeds):")
+        lines += [
+            f"  lr {g.learning_rate:.4g}: {_percent(g.mean, g.std, len(g.accuracies))}"
+            for g in groups
+        ]
+        best = max(groups, key=lambda g: g.mean)
+        lines.append(
+            f"best learning rate: {best.learning_rate:.4g} "
+            f"({100 * best.mean:.2f} % mean test accuracy)"
+        )
+    elif len(result.runs) == 1:
+        lines.append(f"test accuracy: {_percent(result.mean, None, 1)}")
+    else:
+        lines.append(
+            f"test accuracy: {100 * result.mean:.2f} ± {100 * result.std:.2f} % "
+            f"(mean ± std over {len(result.runs)} runs)"
+        )
     lines.append(
         f"time: {result.wall_seconds:.1f} s (compile {result.compile_seconds:.1f} s, "
         f"{result.steps_per_second:.0f} steps/s of {len(result.runs)} run(s) at once)"
@@ -277,16 +424,32 @@ def summary_table(result: TrainResult, title: str) -> str:
     return "\n".join(lines)
 
 
-def save_plot(result: TrainResult, path: str, title: str = "") -> None:
-    """A PNG with the loss (left) and accuracy (right) curves of every run."""
+def run_labels(result: TrainResult) -> list[str]:
+    """A name for each run in plots: what tells it apart from the others (its learning rate,
+    its seed, or both)."""
+    several_lrs = len({r.learning_rate for r in result.runs}) > 1
+    several_seeds = len({r.seed for r in result.runs}) > 1
+    labels = []
+    for r in result.runs:
+        parts = []
+        if r.learning_rate is not None and (several_lrs or not several_seeds):
+            parts.append(f"lr {r.learning_rate:.4g}")
+        if several_seeds or not several_lrs:
+            parts.append(f"seed {r.seed}")
+        labels.append(", ".join(parts))
+    return labels
+
+
+def figure(result: TrainResult, title: str = "") -> Figure:
+    """The loss (left) and accuracy (right) curves of every run, named by run_labels."""
     from matplotlib.figure import Figure  # lazy: matplotlib is needed only for --plot
 
     h = result.history
     fig = Figure(figsize=(10, 4), layout="constrained")
     ax_loss, ax_acc = fig.subplots(1, 2)
-    for i in range(len(result.runs)):
+    for i, name in enumerate(run_labels(result)):
         style = {"color": f"C{i % 10}", "alpha": 0.8}
-        label = {"label": f"run {i}"} if i < 10 else {}
+        label = {"label": name} if i < 10 else {}
         ax_loss.plot(h["step"], h["train_loss"][:, i], **style, **label)
         ax_acc.plot(h["step"], 100 * h["train_accuracy"][:, i], **style)
         ax_loss.plot(h["eval_step"], h["test_loss"][:, i], "o--", ms=3, **style)
@@ -301,12 +464,15 @@ def save_plot(result: TrainResult, path: str, title: str = "") -> None:
     ax_loss.legend(fontsize="small")
     if title:
         fig.suptitle(title)
-    fig.savefig(path, dpi=100)
+    return fig
+
+
+def save_plot(result: TrainResult, path: str, title: str = "") -> None:
+    """A PNG of `figure`: the loss and accuracy curves of every run."""
+    figure(result, title).savefig(path, dpi=100)
 
 
 def _versions() -> dict:
-    import flax
-
     return {
         "optjax": optjax.__version__,
         "jax": jax.__version__,
@@ -334,6 +500,10 @@ def _check_args(args: argparse.Namespace) -> None:
         folder = os.path.dirname(os.path.abspath(path)) if path is not None else None
         if folder is not None and not os.path.isdir(folder):
             raise UsageError(f"{flag} {path}: directory {folder} does not exist")
+    if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
+        raise UsageError(
+            "--plot needs matplotlib, which is not installed: pip install 'optjax[train]'"
+        )
     lrs = args.learning_rate
     if lrs is not None and any(not 0 <= lr < float("inf") for lr in lrs):
         raise UsageError(f"--learning-rate must be finite and >= 0, got {','.join(map(str, lrs))}")
@@ -381,6 +551,8 @@ def run(args: argparse.Namespace) -> TrainResult:
 
     if args.resume and args.checkpoint is None:
         raise UsageError("--resume needs --checkpoint PATH, the file to resume from")
+    if lrs is not None and len(lrs) > 1 and args.checkpoint is not None:
+        raise UsageError("--checkpoint works with a single --learning-rate, not a sweep")
     dataset = load_dataset(args.dataset, args.data_dir, download_missing=not args.no_download)
     n = len(dataset.train_labels)
     if args.batch_size > n:
@@ -389,31 +561,62 @@ def run(args: argparse.Namespace) -> TrainResult:
         )
     steps = args.steps if args.epochs is None else max(1, round(args.epochs * n / args.batch_size))
     steps = 3000 if steps is None else steps
-    common = {
+    config = {
         "steps": steps,
         "batch_size": args.batch_size,
-        "seeds": args.seeds,
         "log_every": min(args.log_every, steps),
         "eval_every": args.eval_every or max(1, steps // 10),
-        "callback": None if args.quiet else ProgressBar(),
+        "checkpoint": args.checkpoint,
+        "resume": args.resume,
         "flat": args.flat,
     }
-    if lrs is not None and len(lrs) > 1:
-        if args.checkpoint is not None:
-            raise UsageError("--checkpoint works with a single --learning-rate, not a sweep")
-        return sweep(model, make_tx, dataset, learning_rates=lrs, **common)
-    common.update(checkpoint=args.checkpoint, resume=args.resume)
-    if lrs is None:
-        return train(model, make_tx(None), dataset, **common)
-    return train(model, make_tx, dataset, learning_rate=lrs[0], **common)
+    bar = None if args.quiet else ProgressBar()
+    with bar if bar is not None else contextlib.nullcontext():
+        common = {"seeds": args.seeds, "callback": bar, **config}
+        if lrs is not None and len(lrs) > 1:
+            return sweep(model, make_tx, dataset, learning_rates=lrs, **common)
+        if lrs is None:
+            return train(model, make_tx(None), dataset, **common)
+        return train(model, make_tx, dataset, learning_rate=lrs[0], **common)
+
+
+def _title(args: argparse.Namespace, result: TrainResult) -> str:
+    """What was trained, with the learning rate used (the optimizer's default where none was
+    given) and the options given."""
+    if args.learning_rate is not None:
+        lr = "lr " + ",".join(f"{v:g}" for v in args.learning_rate)
+    else:
+        default = default_learning_rate(args.optimizer)
+        lr = (
+            f"default lr {default:g}"
+            if isinstance(default, (int, float))
+            else f"default lr {default}"
+        )
+    options = [lr] + [
+        f"{name} {value}"
+        for name, value in (("momentum", args.momentum), ("weight decay", args.weight_decay))
+        if value is not None
+    ]
+    options += ["nesterov"] if args.nesterov else []
+    options += ["flat"] if args.flat else []
+    return (
+        f"{args.dataset}, {args.model}, {args.optimizer} ({', '.join(options)}), "
+        f"{result.steps} steps of batch {result.batch_size}, {len(result.runs)} run(s)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 data problem, 2 bad arguments)."""
     try:
         args = build_parser().parse_args(argv)
-        started = datetime.datetime.now(datetime.timezone.utc)
-        t0 = time.perf_counter()
+    except SystemExit as done:  # --help, --version
+        return done.code if isinstance(done.code, int) else 0
+    except UsageError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    started = datetime.datetime.now(datetime.UTC)
+    t0 = time.perf_counter()
+    try:
         result = run(args)
     except UsageError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
@@ -421,18 +624,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DataNotFoundError, IDXError, ChecksumError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 1
-    lr = "default" if args.learning_rate is None else ",".join(f"{v:g}" for v in args.learning_rate)
-    options = [f"lr {lr}"] + [
-        f"{name} {value}"
-        for name, value in (("momentum", args.momentum), ("weight decay", args.weight_decay))
-        if value is not None
-    ]
-    options += ["nesterov"] if args.nesterov else []
-    options += ["flat"] if args.flat else []
-    title = (
-        f"{args.dataset}, {args.model}, {args.optimizer} ({', '.join(options)}), "
-        f"{result.steps} steps of batch {result.batch_size}, {len(result.runs)} run(s)"
-    )
+    title = _title(args, result)
     print(summary_table(result, title))
     if args.json:
         payload = {
