@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
+import stat
 import zipfile
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+__all__ = ["FORMAT", "restore", "save"]
 
 FORMAT = "optjax-checkpoint/1"
 _MANIFEST = "manifest"
@@ -63,7 +66,8 @@ def save(path: str | os.PathLike, tree: Any) -> None:
         Array([0, 0, 0], dtype=bfloat16)
     """
     flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-    manifest, arrays = [], {}
+    manifest: list[dict] = []
+    arrays: dict[str, Any] = {}  # "leaf_i" -> its bytes (uint8); Any, as np.savez(**arrays) wants
     for i, (key_path, leaf) in enumerate(flat):
         try:
             shape, dtype = _describe(leaf)
@@ -85,7 +89,7 @@ def save(path: str | os.PathLike, tree: Any) -> None:
     arrays[_MANIFEST] = np.frombuffer(header, np.uint8)
 
     target = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(os.path.abspath(target)))
+    fd, tmp = _create_beside(target)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
@@ -98,26 +102,47 @@ def save(path: str | os.PathLike, tree: Any) -> None:
         raise
 
 
+def _create_beside(target: str) -> tuple[int, str]:
+    """A new file in ``target``'s directory, open for writing: ``(fd, name)``. Its mode is what
+    ``open(target, "w")`` would give: ``target``'s own where it exists, else 0o666 less the
+    umask (tempfile.mkstemp would make it 0o600 whatever the umask)."""
+    directory, name = os.path.split(os.path.abspath(target))
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        mode = None
+    while True:
+        tmp = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:  # another writer's temporary file: draw another name
+            continue
+        if mode is not None:
+            os.fchmod(fd, mode)
+        return fd, tmp
+
+
 def _read(path) -> tuple[list[dict], dict[str, np.ndarray]]:
     try:
         with open(os.fspath(path), "rb") as f, np.load(f, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise ValueError(f"checkpoint {os.fspath(path)!r} cannot be read: {error}") from None
+    not_ours = f"checkpoint {os.fspath(path)!r} is not an optjax checkpoint ({FORMAT})"
     try:
         header = json.loads(arrays.pop(_MANIFEST).tobytes().decode())
-        assert header["format"] == FORMAT
-        return header["leaves"], arrays
+        found, leaves = header["format"], header["leaves"]
     except Exception:  # noqa: BLE001 -- any malformed manifest gets the same message
-        raise ValueError(
-            f"checkpoint {os.fspath(path)!r} is not an optjax checkpoint ({FORMAT})"
-        ) from None
+        raise ValueError(not_ours) from None
+    if found != FORMAT:  # a real check: not an assert, which python -O removes
+        raise ValueError(f"{not_ours}: its format is {found!r}")
+    return leaves, arrays
 
 
 def _check(path, flat_like, entries, arrays) -> None:
     """Raise ValueError at the first leaf where the checkpoint differs from the template."""
     where = f"checkpoint {os.fspath(path)!r} does not match the template"
-    for i, ((key_path, leaf), entry) in enumerate(zip(flat_like, entries)):
+    for i, ((key_path, leaf), entry) in enumerate(zip(flat_like, entries, strict=False)):
         name = jax.tree_util.keystr(key_path)
         if name != entry["path"]:
             raise ValueError(
@@ -186,6 +211,6 @@ def restore(path: str | os.PathLike, like: Any) -> Any:
     _check(path, flat_like, entries, arrays)
     leaves = [
         _rebuild(leaf, entry, arrays[f"leaf_{i}"])
-        for i, ((_, leaf), entry) in enumerate(zip(flat_like, entries))
+        for i, ((_, leaf), entry) in enumerate(zip(flat_like, entries, strict=True))
     ]
-    return treedef.unflatten(leaves)
+    return jax.tree_util.tree_unflatten(treedef, leaves)

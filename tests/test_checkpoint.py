@@ -1,7 +1,11 @@
 """Checkpoints: every optimizer's state round-trips bit for bit; a mismatching template fails
 naming the first differing path; a resumed run equals the uninterrupted one bit for bit."""
 
+import json
 import os
+import stat
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -92,7 +96,7 @@ def test_round_trip_of_counts_bf16_keys_numbers_and_abstract_templates(tmp_path)
 
 def test_mismatched_structure_names_the_first_differing_path(tmp_path):
     path = tmp_path / "adam.npz"
-    checkpoint.save(path, optjax.adam(0.1).init(_params()) + ({"z": jnp.zeros(2)},))
+    checkpoint.save(path, (*optjax.adam(0.1).init(_params()), {"z": jnp.zeros(2)}))
     with pytest.raises(
         ValueError,
         match=r"structure differs at leaf 0: the template has \[0\]\.trace\['b'\] where the "
@@ -108,7 +112,7 @@ def test_mismatched_structure_names_the_first_differing_path(tmp_path):
     with pytest.raises(
         ValueError, match=r"the checkpoint has \[2\]\['z'\], which the template lacks"
     ):
-        checkpoint.restore(path, like=optjax.adam(0.1).init(_params()) + ({},))
+        checkpoint.restore(path, like=(*optjax.adam(0.1).init(_params()), {}))
     longer = ({"z": jnp.zeros(2), "zz": jnp.zeros(1)},)
     with pytest.raises(
         ValueError, match=r"the template has \[2\]\['zz'\], which the checkpoint lacks"
@@ -179,6 +183,66 @@ def test_save_is_atomic_and_refuses_what_it_cannot_store(tmp_path):
     with pytest.raises(ValueError, match=r"leaf \['x'\] is traced; save outside jit"):
         jax.jit(lambda x: checkpoint.save(path, {"x": x}))(jnp.zeros(3))
     assert path.read_bytes() == good and os.listdir(tmp_path) == ["ckpt.npz"]
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.mark.parametrize(
+    "umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)], ids=["022", "077", "002"]
+)
+def test_a_new_checkpoint_file_gets_the_mode_the_umask_gives(tmp_path, umask, mode):
+    path = tmp_path / "ckpt.npz"
+    previous = os.umask(umask)
+    try:
+        checkpoint.save(path, {"x": jnp.ones(3)})
+    finally:
+        os.umask(previous)
+    assert _mode(path) == mode and os.listdir(tmp_path) == ["ckpt.npz"]
+
+
+def test_saving_over_a_checkpoint_keeps_its_mode(tmp_path):
+    path = tmp_path / "ckpt.npz"
+    checkpoint.save(path, {"x": jnp.ones(3)})
+    os.chmod(path, 0o640)
+    checkpoint.save(path, {"x": jnp.zeros(3)})
+    assert _mode(path) == 0o640 and os.listdir(tmp_path) == ["ckpt.npz"]
+    np.testing.assert_array_equal(checkpoint.restore(path, {"x": jnp.ones(3)})["x"], np.zeros(3))
+
+
+def test_another_format_is_refused_even_under_python_O(tmp_path):
+    path = tmp_path / "future.npz"
+    checkpoint.save(path, {"x": jnp.ones(2)})
+    with np.load(path) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    header = json.loads(arrays["manifest"].tobytes())
+    header["format"] = "optjax-checkpoint/2"
+    arrays["manifest"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    np.savez(path, **arrays)
+    message = (
+        rf"checkpoint '{path}' is not an optjax checkpoint \(optjax-checkpoint/1\): "
+        r"its format is 'optjax-checkpoint/2'"
+    )
+    with pytest.raises(ValueError, match=message):
+        checkpoint.restore(path, like={"x": jnp.ones(2)})
+    # The same check with assert statements stripped (python -O), in a fresh interpreter.
+    script = (
+        "import sys, numpy as np\n"
+        "from optjax import checkpoint\n"
+        "assert False, 'never reached: -O strips asserts'\n"
+        "try:\n"
+        f"    checkpoint.restore({str(path)!r}, like={{'x': np.ones(2, np.float32)}})\n"
+        "except ValueError as error:\n"
+        "    print(error)\n"
+        "else:\n"
+        "    sys.exit('restored a checkpoint of another format')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-O", "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "its format is 'optjax-checkpoint/2'" in proc.stdout
 
 
 # resuming a training loop ------------------------------------------------------------------
