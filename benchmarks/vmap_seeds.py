@@ -20,7 +20,6 @@ import sys
 import time
 
 import numpy as np
-
 from mnist_optimizers import header
 
 import optjax

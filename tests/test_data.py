@@ -270,7 +270,9 @@ def test_download_rejects_a_bad_checksum_and_caches_nothing(clean_env):
     spec = spec_for(files)
     pages = served(clean_env / "origin", spec.mirrors[0])
     pages[spec.mirrors[0] + files["train_images"][0]] = b"\x1f\x8bnot the real file"
-    with pytest.raises(DataNotFoundError, match="sha256 [0-9a-f]{64} is not the published") as info:
+    with pytest.raises(
+        DataNotFoundError, match=r"sha256 [0-9a-f]{64} is not the published"
+    ) as info:
         load_dataset(spec, opener=FakeOpener(pages))
     assert "mirror-b.invalid" in str(info.value) and "host unreachable" in str(info.value)
     cache = clean_env / "xdg" / "optjax" / "tiny"

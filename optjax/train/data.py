@@ -17,10 +17,32 @@ import os
 import urllib.request
 import zlib
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+__all__ = [
+    "DATASETS",
+    "BatchSampler",
+    "ChecksumError",
+    "DataNotFoundError",
+    "Dataset",
+    "DatasetSpec",
+    "IDXError",
+    "Opener",
+    "default_cache_dir",
+    "download",
+    "find_files",
+    "load_dataset",
+    "parse_idx",
+    "read_idx",
+    "search_dirs",
+    "sha256",
+    "verify_checksum",
+]
 
 
 class IDXError(ValueError):
@@ -54,7 +76,7 @@ def _idx_files(sums: tuple[str, str, str, str]) -> dict[str, tuple[str, str]]:
         "t10k-labels-idx1-ubyte",
     )
     roles = ("train_images", "train_labels", "test_images", "test_labels")
-    return {role: (f"{name}.gz", sha) for role, name, sha in zip(roles, names, sums)}
+    return {role: (f"{name}.gz", sha) for role, name, sha in zip(roles, names, sums, strict=True)}
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -220,7 +242,7 @@ def verify_checksum(path: Path, expected: str) -> None:
         )
 
 
-Opener = Callable[..., object]
+Opener = Callable[..., AbstractContextManager[Any]]  # urlopen(url, timeout=...)-like
 
 
 def download(
@@ -310,13 +332,16 @@ def load_dataset(
         if not download_missing:
             raise DataNotFoundError(_not_found_message(spec, data_dir, f"searched {searched}"))
         try:
-            download(spec, opener=opener)
+            target = download(spec, opener=opener)
         except DataNotFoundError as error:
             raise DataNotFoundError(
                 _not_found_message(spec, data_dir, f"searched {searched}; download failed: {error}")
             ) from None
         files = find_files(spec, data_dir)
-        assert files is not None
+        if files is None:  # the cache is searched last: only a changed environment gets here
+            raise DataNotFoundError(
+                _not_found_message(spec, data_dir, f"downloaded into {target}, then not found")
+            )
     arrays = {}
     for role, path in files.items():
         if verify and path.suffix == ".gz":

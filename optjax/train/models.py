@@ -18,6 +18,8 @@ from flax import nnx
 
 from optjax._checks import check_choice, check_positive_int
 
+__all__ = ["CNN", "INITS", "MLP", "MODELS"]
+
 INITS = ("lecun", "torch")
 
 
