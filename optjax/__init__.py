@@ -4,24 +4,28 @@ Each optimizer is a pure ``(init, update)`` pair over pytrees, built by chaining
 The protocol and names are optax's; torch.optim's numerics are in ``optjax.torch_compat``.
 """
 
-from optjax import tree as tree
+from optjax import checkpoint as checkpoint
 from optjax import flat as flat
-from optjax.flat import FlatBuffers as FlatBuffers
-from optjax.flat import FlatLayout as FlatLayout
-from optjax.flat import flat_transform as flat_transform
-from optjax.core import EmptyState as EmptyState
-from optjax.core import GradientTransformation as GradientTransformation
-from optjax.core import OptState as OptState
-from optjax.core import Params as Params
-from optjax.core import Schedule as Schedule
-from optjax.core import ScalarOrSchedule as ScalarOrSchedule
-from optjax.core import Updates as Updates
+from optjax import schedules as schedules
+from optjax import torch_compat as torch_compat
+from optjax import tree as tree
+from optjax import wrappers as wrappers
+from optjax.base import EmptyState as EmptyState
+from optjax.base import GradientTransformation as GradientTransformation
+from optjax.base import OptState as OptState
+from optjax.base import Params as Params
+from optjax.base import ScalarOrSchedule as ScalarOrSchedule
+from optjax.base import Schedule as Schedule
+from optjax.base import Updates as Updates
 from optjax.core import apply_updates as apply_updates
 from optjax.core import chain as chain
 from optjax.core import identity as identity
 from optjax.core import named_chain as named_chain
 from optjax.core import set_to_zero as set_to_zero
 from optjax.core import stateless as stateless
+from optjax.flat import FlatBuffers as FlatBuffers
+from optjax.flat import FlatLayout as FlatLayout
+from optjax.flat import flat_transform as flat_transform
 from optjax.optimizers import adadelta as adadelta
 from optjax.optimizers import adafactor as adafactor
 from optjax.optimizers import adagrad as adagrad
@@ -36,7 +40,6 @@ from optjax.optimizers import nadamw as nadamw
 from optjax.optimizers import radam as radam
 from optjax.optimizers import rmsprop as rmsprop
 from optjax.optimizers import sgd as sgd
-from optjax import schedules as schedules
 from optjax.schedules import constant_schedule as constant_schedule
 from optjax.schedules import cosine_decay_schedule as cosine_decay_schedule
 from optjax.schedules import cosine_decay_with_warm_restarts as cosine_decay_with_warm_restarts
@@ -88,9 +91,6 @@ from optjax.transforms.scaling import scale_by_schedule as scale_by_schedule
 from optjax.transforms.torch_forms import ScaleByNadamState as ScaleByNadamState
 from optjax.transforms.torch_forms import scale_by_factored_rms_torch as scale_by_factored_rms_torch
 from optjax.transforms.torch_forms import scale_by_nadam as scale_by_nadam
-from optjax import torch_compat as torch_compat
-from optjax import checkpoint as checkpoint
-from optjax import wrappers as wrappers
 from optjax.wrappers import ApplyIfFiniteState as ApplyIfFiniteState
 from optjax.wrappers import AverageParamsState as AverageParamsState
 from optjax.wrappers import Hyperparams as Hyperparams
@@ -111,3 +111,112 @@ from optjax.wrappers import multi_transform as multi_transform
 from optjax.wrappers import skip_not_finite as skip_not_finite
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "AddNoiseState",
+    "ApplyIfFiniteState",
+    "AverageParamsState",
+    "EmaState",
+    "EmptyState",
+    "FactoredState",
+    "FlatBuffers",
+    "FlatLayout",
+    "GradientTransformation",
+    "Hyperparams",
+    "InjectHyperparamsState",
+    "LookaheadState",
+    "MaskedNode",
+    "MaskedState",
+    "MultiSteps",
+    "MultiStepsState",
+    "MultiTransformState",
+    "OptState",
+    "Params",
+    "ScalarOrSchedule",
+    "ScaleByAdaDeltaState",
+    "ScaleByAdamState",
+    "ScaleByAmsgradState",
+    "ScaleByLionState",
+    "ScaleByNadamState",
+    "ScaleByRStdDevState",
+    "ScaleByRmsState",
+    "ScaleByRssState",
+    "ScaleByScheduleState",
+    "Schedule",
+    "TraceState",
+    "Updates",
+    "__version__",
+    "adadelta",
+    "adafactor",
+    "adagrad",
+    "adam",
+    "adamax",
+    "adamaxw",
+    "adamw",
+    "add_decayed_weights",
+    "add_noise",
+    "amsgrad",
+    "apply_if_finite",
+    "apply_updates",
+    "average_params",
+    "chain",
+    "checkpoint",
+    "clip",
+    "clip_by_block_rms",
+    "clip_by_global_norm",
+    "constant_schedule",
+    "cosine_decay_schedule",
+    "cosine_decay_with_warm_restarts",
+    "cosine_onecycle_schedule",
+    "ema",
+    "exponential_decay",
+    "flat",
+    "flat_transform",
+    "freeze",
+    "identity",
+    "inject_hyperparams",
+    "join_schedules",
+    "linear_onecycle_schedule",
+    "linear_schedule",
+    "lion",
+    "lookahead",
+    "masked",
+    "multi_transform",
+    "nadam",
+    "nadamw",
+    "named_chain",
+    "piecewise_constant_schedule",
+    "piecewise_interpolate_schedule",
+    "polynomial_schedule",
+    "radam",
+    "rmsprop",
+    "scale",
+    "scale_by_adadelta",
+    "scale_by_adam",
+    "scale_by_adamax",
+    "scale_by_amsgrad",
+    "scale_by_factored_rms",
+    "scale_by_factored_rms_torch",
+    "scale_by_learning_rate",
+    "scale_by_lion",
+    "scale_by_nadam",
+    "scale_by_param_block_rms",
+    "scale_by_radam",
+    "scale_by_rms",
+    "scale_by_rss",
+    "scale_by_schedule",
+    "scale_by_stddev",
+    "schedules",
+    "set_to_zero",
+    "sgd",
+    "sgdr_schedule",
+    "skip_not_finite",
+    "stateless",
+    "torch_compat",
+    "trace",
+    "tree",
+    "warmup_constant_schedule",
+    "warmup_cosine_decay_schedule",
+    "warmup_exponential_decay_schedule",
+    "wrappers",
+]

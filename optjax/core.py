@@ -1,52 +1,32 @@
-"""The transform algebra: the (init, update) contract, chaining, and applying updates."""
+"""The transform algebra: chaining transforms, the simplest ones, and applying updates."""
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
 
 from optjax import tree
+from optjax.base import EmptyState, GradientTransformation, Params, Updates
+from optjax.flat import as_flat_ready, flat_ready, mark_flat_ready
 
-Params = Any  # a pytree of arrays
-Updates = Any  # a pytree with the structure of Params
-OptState = Any  # a pytree of arrays (NamedTuples here)
-Schedule = Callable[[jax.Array], jax.Array]  # step count -> value
-ScalarOrSchedule = float | jax.Array | Schedule
-
-
-class TransformInitFn(Protocol):
-    def __call__(self, params: Params) -> OptState: ...
-
-
-class TransformUpdateFn(Protocol):
-    def __call__(
-        self, updates: Updates, state: OptState, params: Params | None = None, **extra_args: Any
-    ) -> tuple[Updates, OptState]: ...
+__all__ = [
+    "apply_updates",
+    "chain",
+    "extra_args_filter",
+    "identity",
+    "named_chain",
+    "set_to_zero",
+    "stateless",
+]
 
 
-class GradientTransformation(NamedTuple):
-    """A pure optimizer transform: ``state = init(params)``, ``updates, state = update(g, state, params)``.
-
-    The same protocol as optax: any object with ``init`` and ``update`` of these signatures works
-    wherever an optjax transform does, and the other way round. ``update`` may take keyword
-    extras (e.g. ``value=``) where an algorithm needs them; ``chain`` forwards each extra only to
-    the transforms whose ``update`` accepts it.
-    """
-
-    init: TransformInitFn
-    update: TransformUpdateFn
-
-
-class EmptyState(NamedTuple):
-    """The state of a transform that keeps none."""
-
-
-def _extra_args_filter(update: Callable) -> Callable[[dict], dict]:
-    """Which keyword extras ``update`` accepts, decided once from its signature."""
+def extra_args_filter(update: Callable) -> Callable[[dict], dict]:
+    """``extra_args -> the ones update accepts``: which keyword extras (e.g. ``value=``) an
+    ``update`` function takes, decided once from its signature. Combinators forward each extra
+    only to the transforms that accept it."""
     try:
         parameters = inspect.signature(update).parameters.values()
     except (TypeError, ValueError):
@@ -69,7 +49,8 @@ def named_chain(*transforms: tuple[str, GradientTransformation]) -> GradientTran
     names = [name for name, _ in transforms]
     if len(set(names)) != len(names):
         raise ValueError(f"named_chain: names must be unique, got {names}")
-    filters = [_extra_args_filter(t.update) for _, t in transforms]
+    transforms = tuple((name, as_flat_ready(t)) for name, t in transforms)
+    filters = [extra_args_filter(t.update) for _, t in transforms]
 
     def init(params):
         return {name: t.init(params) for name, t in transforms}
@@ -80,7 +61,7 @@ def named_chain(*transforms: tuple[str, GradientTransformation]) -> GradientTran
             updates, new_state[name] = t.update(updates, state[name], params, **keep(extra_args))
         return updates, new_state
 
-    return GradientTransformation(init, update)
+    return mark_flat_ready(GradientTransformation(init, update))
 
 
 def chain(*transforms: GradientTransformation) -> GradientTransformation:
@@ -93,7 +74,8 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
         >>> tx.update(jnp.array([3.0]), tx.init(jnp.zeros(1)))[0]
         Array([-3.], dtype=float32)
     """
-    filters = [_extra_args_filter(t.update) for t in transforms]
+    transforms = tuple(as_flat_ready(t) for t in transforms)  # others run on the flat views
+    filters = [extra_args_filter(t.update) for t in transforms]
 
     def init(params):
         return tuple(t.init(params) for t in transforms)
@@ -110,7 +92,7 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
             new_state.append(s)
         return updates, tuple(new_state)
 
-    return GradientTransformation(init, update)
+    return mark_flat_ready(GradientTransformation(init, update))
 
 
 def stateless(f: Callable[[Updates, Params | None], Updates]) -> GradientTransformation:
@@ -132,6 +114,7 @@ def stateless(f: Callable[[Updates, Params | None], Updates]) -> GradientTransfo
     return GradientTransformation(init, update)
 
 
+@flat_ready
 def identity() -> GradientTransformation:
     """Pass updates through unchanged: ``u_t = g_t``.
 
@@ -142,6 +125,7 @@ def identity() -> GradientTransformation:
     return stateless(lambda updates, params: updates)
 
 
+@flat_ready
 def set_to_zero() -> GradientTransformation:
     """Replace every update by zeros: ``u_t = 0`` (freezes parameters, e.g. inside a mask).
 

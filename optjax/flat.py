@@ -5,7 +5,7 @@ several, per leaf), and its first call by tracing and compiling per-leaf code. P
 contiguous buffers, the same elementwise chain runs as a few long loops and compiles in a blink.
 
 ``FlatBuffers`` is a pytree whose leaves are the buffers (one 1-D array per dtype) and whose static
-data is the ``FlatLayout``, so every transform runs on it unchanged: ``tx.init(flat)``,
+data is the ``FlatLayout``, so a transform runs on it unchanged: ``tx.init(flat)``,
 ``tx.update(flat_grads, state, flat)``, ``apply_updates(flat, flat_updates)``; the state it builds
 is flat too. The model still sees its pytree: ``layout.unflatten(flat)`` gives each leaf as a slice
 of its buffer (under jit, a view that XLA fuses into its consumers; under ``grad``, the gradient of
@@ -21,20 +21,25 @@ a loss of the unflattened tree with respect to the buffers is itself flat)::
         updates, opt_state = tx.update(grads, opt_state, flat_params)
         return optjax.apply_updates(flat_params, updates), opt_state, loss
 
+The flat path is a layout, not a second implementation. A transform writes its formula once:
+
+- elementwise formulas (``jax.tree.map`` over the leaves) run on the buffers as they are;
+- per-leaf reductions and broadcasts (a leaf's mean square, a per-leaf scale, the global norm, a
+  per-leaf mask) go through the helpers of ``optjax.tree`` (``leaf_mean``, ``map_with_leaf_values``,
+  ``global_norm``, ``where_leaves``), which accept a tree or FlatBuffers alike and keep the
+  padding out of every reduction;
+- a transform that needs each leaf on its own (its shape, a label, a random key per leaf) is
+  wrapped in ``per_leaf``, which runs it on the tree of views (the tree path's numbers and state,
+  without the flat speed-up).
+
+A transform declares that it is correct on the buffers with ``@flat_ready`` (on its factory) or
+``mark_flat_ready(tx)``. Every combinator (``chain``, ``named_chain``, the wrappers,
+``flat_transform``) runs a transform that does not declare it, such as one from optax, on the
+views: a transform written without the layout in mind is correct on it, just not faster.
+
 Elementwise transforms give the tree path's numbers (to the last bit, but for an ulp here and
-there: XLA:CPU may round one formula differently in a loop's vector body and its scalar tail).
-Transforms that reduce over each leaf (clip_by_block_rms, scale_by_param_block_rms, a per-leaf
-mask in add_decayed_weights, Adafactor's clipping) use the layout's segment reductions
-(``leaf_reduce``, ``expand``, ``map_leafwise``) and agree with the tree path to rounding (the
-sums are taken in another order); clip_by_global_norm leaves the padding out of its norm.
-Adafactor's factored moments need each leaf's own shape: scale_by_factored_rms runs flat when no
-leaf is factored, and otherwise falls back to per-leaf code on the unflattened views (same
-numbers; no flat speed-up, and the per-leaf updates are copied into one buffer). The transforms
-that need each leaf on its own (masked, multi_transform and freeze, whose masks and labels are
-per leaf; add_noise, with one random key per leaf; torch_compat.Adafactor's factored moments) run
-on the views the same way (``per_leaf``). A transform from outside optjax that reduces over each
-leaf (say optax.clip_by_block_rms) would see one buffer where the tree path sees many leaves:
-wrap such chains with ``flat_transform`` only after checking them, or use the tree path.
+there: XLA:CPU may round one formula differently in a loop's vector body and its scalar tail);
+per-leaf reductions agree to rounding (the sums are taken in another order).
 
 Each leaf starts on a block boundary: a buffer holds ``rows x block`` elements, every row belongs
 to one leaf, and the few elements between a leaf's end and the next block, if any, are padding
@@ -47,14 +52,43 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, NamedTuple
+import weakref
+from collections.abc import Callable
+from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optjax import tree as tree_lib
-from optjax.core import GradientTransformation
+from optjax.base import GradientTransformation
+
+__all__ = [
+    "FlatBuffers",
+    "FlatLayout",
+    "as_flat_ready",
+    "as_tree",
+    "flat_ready",
+    "flat_transform",
+    "flatten",
+    "is_flat_ready",
+    "mark_flat_ready",
+    "per_leaf",
+    "unflatten",
+]
+
+
+class _Transform(Protocol):
+    """Anything with optax's ``init`` and ``update`` (optjax's and optax's transforms)."""
+
+    @property
+    def init(self) -> Callable[..., Any]: ...
+
+    @property
+    def update(self) -> Callable[..., Any]: ...
+
+
+P = ParamSpec("P")
+Tx = TypeVar("Tx", bound=_Transform)
 
 _MAX_BLOCK = 1024
 _MIN_BLOCK = 16
@@ -184,7 +218,7 @@ class FlatLayout:
             raise ValueError(
                 f"unflatten: got {len(buffers)} buffers, the layout has {len(self.groups)}"
             )
-        leaves = [None] * len(self.shapes)
+        leaves: list[Any] = [None] * len(self.shapes)
         for group, buf in zip(self.groups, buffers):
             if jnp.shape(buf) != (group.size,):
                 raise ValueError(
@@ -204,48 +238,37 @@ class FlatLayout:
     def _row_sums(self, group: _Group, f, buffers) -> jax.Array:
         """``sum(f(*buffers))`` over each row's valid elements. Full rows are summed as they are;
         each leaf's partial last row is summed again from a masked copy and put in its place, so
-        no mask touches the bulk of the buffer (XLA then fuses f into one streaming reduction)."""
-        rows = [b.reshape(group.rows, group.block) for b in buffers]
+        no mask touches the bulk of the buffer (XLA then fuses f into one streaming reduction).
+        A None buffer (an unused state field) reaches f as None."""
+        rows = [None if b is None else b.reshape(group.rows, group.block) for b in buffers]
         sums = jnp.sum(f(*rows), axis=1)
         lengths = _row_lengths(group)
         if lengths is None:
             return sums
         partial = np.flatnonzero(lengths < group.block)
-        tails = f(*(r[partial] for r in rows))
+        tails = f(*(None if r is None else r[partial] for r in rows))
         col = jax.lax.broadcasted_iota(jnp.int32, tails.shape, 1)
         fixed = jnp.sum(jnp.where(col < lengths[partial][:, None], tails, 0), axis=1)
         return sums.at[partial].set(fixed)
 
-    def leaf_reduce(self, f, *flats: FlatBuffers) -> tuple[jax.Array, ...]:
+    def leaf_reduce(self, f, *flats: FlatBuffers | tuple) -> tuple[jax.Array, ...]:
         """For each group, ``sum(f(x, ...))`` over each leaf's elements (padding left out), with
         ``x, ...`` the matching buffers of ``flats`` (or plain tuples of buffers): one array of
         shape (leaves in the group,) per dtype group. ``f`` is elementwise."""
-        buffers = [fl.buffers if isinstance(fl, FlatBuffers) else tuple(fl) for fl in flats]
+        buffers = [_buffers(fl) for fl in flats]
         return tuple(
             _rows_to_leaves(group, self._row_sums(group, f, [b[g] for b in buffers]))
             for g, group in enumerate(self.groups)
         )
 
-    def leaf_sums(self, values: FlatBuffers | tuple) -> tuple[jax.Array, ...]:
-        """For each buffer, the sum of each of its leaves' elements (padding left out)."""
-        return self.leaf_reduce(lambda x: x, values)
-
-    def leaf_sum_of_squares(self, flat: FlatBuffers) -> tuple[jax.Array, ...]:
-        """``sum(x^2)`` of each leaf, in float32 at least."""
-        return self.leaf_reduce(lambda x: jnp.square(_wide(x)), flat)
-
-    def sum_of_squares(self, flat: FlatBuffers) -> jax.Array:
-        """``sum(x^2)`` over every leaf together (padding left out), in float32 at least."""
-        total = jnp.zeros([], jnp.float32)
-        for group, b in zip(self.groups, flat.buffers):
-            row_sums = self._row_sums(group, lambda x: jnp.square(_wide(x)), [b])
-            total = total.astype(row_sums.dtype) + jnp.sum(row_sums)
-        return total
-
-    def leaf_mean_square(self, flat: FlatBuffers) -> tuple[jax.Array, ...]:
-        """``mean(x^2)`` of each leaf, in float32 at least (the tree path's ``jnp.mean``)."""
-        sums = self.leaf_sum_of_squares(flat)
-        return tuple(s / jnp.asarray(n, s.dtype) for s, n in zip(sums, self.leaf_sizes()))
+    def reduce(self, f, *flats: FlatBuffers | tuple) -> tuple[jax.Array, ...]:
+        """For each group, ``sum(f(x, ...))`` over all its leaves' elements (padding left out):
+        one scalar per dtype group, with no segment sum."""
+        buffers = [_buffers(fl) for fl in flats]
+        return tuple(
+            jnp.sum(self._row_sums(group, f, [b[g] for b in buffers]))
+            for g, group in enumerate(self.groups)
+        )
 
     def leaf_sizes(self) -> tuple[np.ndarray, ...]:
         """Elements of each leaf, per dtype group (NumPy int arrays)."""
@@ -259,13 +282,32 @@ class FlatLayout:
             for group, v in zip(self.groups, per_leaf)
         )
 
-    def as_rows(self, flat: FlatBuffers | tuple) -> tuple[jax.Array, ...]:
-        """Each buffer reshaped to (rows, block) (a free reshape)."""
-        buffers = flat.buffers if isinstance(flat, FlatBuffers) else tuple(flat)
-        return tuple(b.reshape(g.rows, g.block) for g, b in zip(self.groups, buffers))
+    def as_rows(self, flat: FlatBuffers | tuple) -> tuple[Any, ...]:
+        """Each buffer reshaped to (rows, block) (a free reshape); None stays None."""
+        return tuple(
+            None if b is None else b.reshape(g.rows, g.block)
+            for g, b in zip(self.groups, _buffers(flat))
+        )
 
     def from_rows(self, rows: tuple) -> FlatBuffers:
         return FlatBuffers(tuple(r.reshape(-1) for r in rows), self)
+
+    def map_leaves(self, f, flat: FlatBuffers, per_leaf: Any, *others: FlatBuffers) -> FlatBuffers:
+        """``f(x, value, *other)`` on each buffer viewed as (rows, block), ``value`` the leaf's
+        entry of ``per_leaf`` (one array per group, as from ``leaf_reduce``) on each of its
+        elements and ``others`` more FlatBuffers of this layout, also as rows."""
+        if not isinstance(per_leaf, tuple) or len(per_leaf) != len(self.groups):
+            raise ValueError(
+                "flat layout: per-leaf values must hold one array per dtype group of the buffers "
+                f"({len(self.groups)}); got {type(per_leaf).__name__}. Were they computed from a "
+                "tree while the updates are flat? Pass params and updates both flat, or both trees"
+            )
+        values = self.expand(per_leaf)
+        other_rows = [self.as_rows(o) for o in others]
+        out = [
+            f(x, values[g], *(o[g] for o in other_rows)) for g, x in enumerate(self.as_rows(flat))
+        ]
+        return self.from_rows(tuple(out))
 
     def where_leaves(self, keep, on_true: FlatBuffers, on_false: FlatBuffers) -> FlatBuffers:
         """Each leaf taken whole from ``on_true`` where ``keep`` (a tree of Python bools shaped
@@ -301,8 +343,8 @@ class FlatLayout:
         return tuple(out)
 
 
-def _wide(x):
-    return x.astype(tree_lib.compute_dtype(x.dtype))
+def _buffers(flat: FlatBuffers | tuple | list) -> tuple:
+    return flat.buffers if isinstance(flat, FlatBuffers) else tuple(flat)
 
 
 def _row_lengths(group: _Group) -> np.ndarray | None:
@@ -368,19 +410,6 @@ class FlatBuffers:
         return f"FlatBuffers({list(self.buffers)!r}, {self.layout!r})"
 
 
-def map_leafwise(f, flat: FlatBuffers, *per_leaf: tuple, others: tuple = ()) -> FlatBuffers:
-    """``f(x, *values, *other_rows)`` on each buffer viewed as (rows, block), where ``values`` are
-    per-leaf values (one array per group, as from ``leaf_sums``) broadcast to every element of
-    their leaf, and ``others`` more FlatBuffers with the same layout, also as rows."""
-    layout = flat.layout
-    expanded = [layout.expand(v) for v in per_leaf]
-    other_rows = [layout.as_rows(o) for o in others]
-    out = []
-    for g, x in enumerate(layout.as_rows(flat)):
-        out.append(f(x, *(e[g] for e in expanded), *(o[g] for o in other_rows)))
-    return layout.from_rows(tuple(out))
-
-
 def flatten(tree) -> tuple[FlatBuffers, FlatLayout]:
     """Pack a pytree of arrays into flat buffers: ``(flat, layout)``, ``layout = flat.layout``.
 
@@ -417,35 +446,93 @@ def as_tree(params) -> Any:
     return params.unflatten() if isinstance(params, FlatBuffers) else params
 
 
-def is_flat(x) -> bool:
-    """Whether ``x`` is a FlatBuffers (a transform can then reduce per leaf with its layout)."""
-    return isinstance(x, FlatBuffers)
+# Which transforms run on the buffers themselves. A transform is "flat-ready" when its formula is
+# correct on FlatBuffers: elementwise, or reducing per leaf only through optjax.tree's helpers.
+# The mark is kept beside the update function (a method marks its class), not on it: wrappers
+# copy a function's attributes with functools.wraps, and a wrapper is not ready because what it
+# wraps is.
+_FLAT_READY: weakref.WeakSet = weakref.WeakSet()
 
 
-def per_leaf(update):
-    """Decorate a transform's ``update`` so that on FlatBuffers it runs on the tree of views: for
-    transforms that need each leaf on its own (its shape, a mask or label, a random key per leaf).
-    Its state is then kept per leaf (its ``init`` takes ``as_tree(params)``) and its updates are
-    packed back into buffers: the tree path's numbers, without the flat path's speed.
+def _update_function(tx):
+    update = tx.update
+    return getattr(update, "__func__", update)  # a bound method: its class's function
+
+
+def mark_flat_ready(tx: Tx) -> Tx:
+    """Declare ``tx`` correct on FlatBuffers, and return it (see `flat_ready`)."""
+    _FLAT_READY.add(_update_function(tx))
+    return tx
+
+
+def flat_ready(factory: Callable[P, Tx]) -> Callable[P, Tx]:
+    """Decorate a transform's factory: the transforms it builds are correct on FlatBuffers.
+
+    Declare it for a transform whose formula is elementwise over the leaves, or that reduces or
+    broadcasts per leaf only through ``optjax.tree``'s helpers (``leaf_mean``, ``leaf_sum``,
+    ``map_with_leaf_values``, ``global_norm``, ``where_leaves``). Combinators run a transform
+    without the mark on the tree of views (`per_leaf`), so leaving it off is never wrong, only
+    slower; the flat-against-tree trajectory tests check the mark where it is set.
     """
 
-    @functools.wraps(update)
-    def wrapped(updates, state, params=None, **extra_args):
-        if not isinstance(updates, FlatBuffers):
-            return update(updates, state, params, **extra_args)
+    @functools.wraps(factory)
+    def build(*args: P.args, **kwargs: P.kwargs) -> Tx:
+        return mark_flat_ready(factory(*args, **kwargs))
+
+    return build
+
+
+def is_flat_ready(tx) -> bool:
+    """Whether ``tx`` declared itself correct on FlatBuffers (`flat_ready`, `mark_flat_ready`)."""
+    try:
+        return _update_function(tx) in _FLAT_READY
+    except TypeError:  # an update that cannot be weakly referenced is never marked
+        return False
+
+
+def per_leaf(
+    tx: _Transform, when: Callable[[FlatLayout], bool] | None = None
+) -> GradientTransformation:
+    """``tx`` that, given FlatBuffers, runs on the tree of their views.
+
+    For a transform that needs each leaf on its own (its shape, a mask or label, one random key
+    per leaf): ``init`` builds the tree path's state from the views and ``update`` packs the
+    updates back into buffers, with the tree path's numbers and without the flat path's speed.
+    With ``when``, only layouts for which ``when(layout)`` is true take the views; others run on
+    the buffers (``tx`` must then be correct there). Trees pass through unchanged.
+    """
+
+    def views(x) -> bool:
+        return isinstance(x, FlatBuffers) and (when is None or when(x.layout))
+
+    def init(params):
+        return tx.init(params.unflatten() if views(params) else params)
+
+    @functools.wraps(tx.update)  # chain forwards only the keyword extras tx.update accepts
+    def update(updates, state, params=None, **extra_args):
+        if not views(updates):
+            return tx.update(updates, state, params, **extra_args)
         layout = updates.layout
-        new_updates, state = update(layout.unflatten(updates), state, as_tree(params), **extra_args)
+        new_updates, state = tx.update(
+            layout.unflatten(updates), state, as_tree(params), **extra_args
+        )
         return layout.flatten(new_updates), state
 
-    return wrapped
+    return mark_flat_ready(GradientTransformation(init, update))
 
 
-def flat_transform(tx: GradientTransformation) -> GradientTransformation:
+def as_flat_ready(tx: Tx) -> Tx | GradientTransformation:
+    """``tx`` itself if it is flat-ready, else ``per_leaf(tx)``: what combinators run."""
+    return tx if is_flat_ready(tx) else per_leaf(tx)
+
+
+def flat_transform(tx: _Transform) -> GradientTransformation:
     """Run ``tx`` with its state held flat, as a drop-in for code that passes pytrees.
 
     ``init`` and ``update`` accept either FlatBuffers (the fast path: nothing is copied) or the
     ordinary tree (packed on entry; the updates come back as a tree of views). Keeping the params
     flat across steps, as in this module's example, saves the packing copy of params and grads.
+    A transform that is not flat-ready runs on the views.
 
     Example:
         >>> tx = optjax.flat.flat_transform(optjax.sgd(0.1))
@@ -454,6 +541,7 @@ def flat_transform(tx: GradientTransformation) -> GradientTransformation:
         >>> u["b"]
         Array([-0.1, -0.1, -0.1], dtype=float32)
     """
+    inner = as_flat_ready(tx)
 
     def pack(x, layout):
         if x is None or isinstance(x, FlatBuffers):
@@ -463,15 +551,16 @@ def flat_transform(tx: GradientTransformation) -> GradientTransformation:
     def init(params):
         if not isinstance(params, FlatBuffers):
             params = FlatLayout.of(params).flatten(params)
-        return tx.init(params)
+        return inner.init(params)
 
+    @functools.wraps(inner.update)
     def update(updates, state, params=None, **extra_args):
         if isinstance(updates, FlatBuffers):
-            return tx.update(updates, state, pack(params, updates.layout), **extra_args)
+            return inner.update(updates, state, pack(params, updates.layout), **extra_args)
         layout = FlatLayout.of(updates)
-        flat_updates, state = tx.update(
+        flat_updates, state = inner.update(
             layout.flatten(updates), state, pack(params, layout), **extra_args
         )
         return layout.unflatten(flat_updates), state
 
-    return GradientTransformation(init, update)
+    return mark_flat_ready(GradientTransformation(init, update))

@@ -13,22 +13,45 @@ from optjax._checks import (
     check_positive,
     check_unit_interval,
 )
-from optjax.core import GradientTransformation, ScalarOrSchedule, chain, identity
+from optjax.base import GradientTransformation, ScalarOrSchedule
+from optjax.core import chain, identity
 from optjax.transforms.adaptive import (
     scale_by_adadelta,
     scale_by_adam,
     scale_by_adamax,
     scale_by_amsgrad,
-    scale_by_lion,
+    scale_by_lion_single_read,
     scale_by_radam,
     scale_by_rms,
     scale_by_rss,
     scale_by_stddev,
 )
-from optjax.transforms.factored import scale_by_factored_rms, scale_by_param_block_rms
+from optjax.transforms.factored import (
+    scale_by_factored_rms,
+    scale_by_factored_rms_clipped,
+    scale_by_param_block_rms,
+)
 from optjax.transforms.momentum import ema, trace
 from optjax.transforms.regularization import add_decayed_weights
 from optjax.transforms.scaling import scale, scale_by_learning_rate, scale_by_schedule
+
+__all__ = [
+    "adadelta",
+    "adafactor",
+    "adafactor_relative_step",
+    "adagrad",
+    "adam",
+    "adamax",
+    "adamaxw",
+    "adamw",
+    "amsgrad",
+    "lion",
+    "nadam",
+    "nadamw",
+    "radam",
+    "rmsprop",
+    "sgd",
+]
 
 
 def _mask_alias(mask, weight_decay_mask):
@@ -67,7 +90,9 @@ def adagrad(
     learning_rate: ScalarOrSchedule, initial_accumulator_value: float = 0.1, eps: float = 1e-7
 ) -> GradientTransformation:
     """Adagrad (Duchi et al. 2011): scale_by_rss, then the learning rate."""
-    return chain(scale_by_rss(initial_accumulator_value, eps), scale_by_learning_rate(learning_rate))
+    return chain(
+        scale_by_rss(initial_accumulator_value, eps), scale_by_learning_rate(learning_rate)
+    )
 
 
 def adadelta(
@@ -190,9 +215,7 @@ def nadamw(
     mask=None,
 ) -> GradientTransformation:
     """NAdam with decoupled weight decay: adamw with nesterov=True."""
-    return adamw(
-        learning_rate, b1, b2, eps, eps_root, mu_dtype, weight_decay, mask, nesterov=True
-    )
+    return adamw(learning_rate, b1, b2, eps, eps_root, mu_dtype, weight_decay, mask, nesterov=True)
 
 
 def amsgrad(
@@ -260,7 +283,7 @@ def lion(
 ) -> GradientTransformation:
     """Lion (Chen et al. 2023): scale_by_lion, add_decayed_weights, then the learning rate."""
     return chain(
-        scale_by_lion(b1, b2, mu_dtype),
+        scale_by_lion_single_read(b1, b2, mu_dtype),  # scale_by_lion's step, one read of m
         add_decayed_weights(weight_decay, mask),
         scale_by_learning_rate(learning_rate),
     )
@@ -304,20 +327,19 @@ def adafactor(
         check_unit_interval("momentum", momentum)
     if weight_decay_rate is not None:
         check_nonnegative("weight_decay_rate", weight_decay_rate)
+    factored_args = (factored, decay_rate, decay_offset, min_dim_size_to_factor, eps)
+    factored_rms = (
+        scale_by_factored_rms(*factored_args)
+        if clipping_threshold is None  # else with clip_by_block_rms folded in: fewer passes
+        else scale_by_factored_rms_clipped(clipping_threshold, *factored_args)
+    )
     step_size = (
         scale_by_schedule(adafactor_relative_step)
         if learning_rate is None
         else scale_by_learning_rate(learning_rate, flip_sign=False)
     )
     return chain(
-        scale_by_factored_rms(  # with the update clipping folded in: one pass fewer over memory
-            factored,
-            decay_rate,
-            decay_offset,
-            min_dim_size_to_factor,
-            eps,
-            clipping_threshold=clipping_threshold,
-        ),
+        factored_rms,
         step_size,
         scale_by_param_block_rms() if multiply_by_parameter_scale else identity(),
         ema(momentum, debias=False, accumulator_dtype=dtype_momentum)

@@ -26,13 +26,14 @@ from collections.abc import Callable
 import jax.numpy as jnp
 
 from optjax._checks import (
-    _check,
     check_decay,
     check_learning_rate,
     check_nonnegative,
     check_unit_interval,
+    check_value,
 )
-from optjax.core import GradientTransformation, ScalarOrSchedule, chain, identity
+from optjax.base import GradientTransformation, ScalarOrSchedule
+from optjax.core import chain, identity
 from optjax.transforms.adaptive import (
     scale_by_adadelta,
     scale_by_adam,
@@ -49,6 +50,19 @@ from optjax.transforms.momentum import trace
 from optjax.transforms.regularization import add_decayed_weights
 from optjax.transforms.scaling import scale, scale_by_learning_rate, scale_by_schedule
 from optjax.transforms.torch_forms import scale_by_factored_rms_torch, scale_by_nadam
+
+__all__ = [
+    "SGD",
+    "Adadelta",
+    "Adafactor",
+    "Adagrad",
+    "Adam",
+    "AdamW",
+    "Adamax",
+    "NAdam",
+    "RAdam",
+    "RMSprop",
+]
 
 Betas = tuple[float, float]
 
@@ -403,13 +417,13 @@ def Adafactor(
                [-0.4, -0.4]], dtype=float32)
     """
     check_learning_rate("lr", lr)
-    _check("beta2_decay", beta2_decay, lambda x: x <= 0, "a number <= 0")
+    check_value("beta2_decay", beta2_decay, lambda x: x <= 0, "a number <= 0")
     if not isinstance(eps, (tuple, list)) or len(eps) != 2:
         raise ValueError(f"eps must be a pair (eps1 or None, eps2), got eps={eps!r}")
     if eps[0] is not None:
         check_nonnegative("eps[0]", eps[0])
-    _check("eps[1]", eps[1], lambda x: x > 0, "a number > 0")
-    _check("d", d, lambda x: x >= 1, "a number >= 1")
+    check_value("eps[1]", eps[1], lambda x: x > 0, "a number > 0")
+    check_value("d", d, lambda x: x >= 1, "a number >= 1")
     check_nonnegative("weight_decay", weight_decay)
 
     def relative_step(count):  # min(lr_t, 1/sqrt(t)) / lr_t, t = count + 1

@@ -3,6 +3,13 @@
 Numerics: decays, bias corrections and learning rates are applied in float32 at least, and each
 result is rounded once to the dtype of the tree it is stored in, so a bf16 parameter never turns a
 hyperparameter like b2 = 0.999 into 1.0.
+
+Per-leaf math: the helpers that reduce or broadcast over each leaf (`leaf_sum`, `leaf_mean`,
+`map_with_leaf_values`, `where_leaves`) and over the whole tree (`sum_of_squares`, `global_norm`)
+accept a pytree or optjax.flat.FlatBuffers alike, so a transform written with them is correct on
+the flat layout (where padding stays out of every reduction) without a branch of its own. Their
+per-leaf values are a tree of scalars shaped like the input for a tree, and one array per dtype
+group for FlatBuffers: compute with them through ``jax.tree.map``, which treats both alike.
 """
 
 from __future__ import annotations
@@ -12,6 +19,39 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+from optjax.flat import FlatBuffers
+
+__all__ = [
+    "abs_square",
+    "accumulate",
+    "as_array_like",
+    "bias_correction",
+    "cast",
+    "cast_like",
+    "check_same_structure",
+    "compute_dtype",
+    "ema",
+    "full_like",
+    "get",
+    "get_all_by_name",
+    "get_by_name",
+    "global_norm",
+    "leaf_mean",
+    "leaf_sum",
+    "log_decay",
+    "map_like",
+    "map_with_leaf_values",
+    "one_minus_power",
+    "safe_increment",
+    "scale",
+    "set_by_name",
+    "sum_of_squares",
+    "unzip",
+    "where_leaves",
+    "wide",
+    "zeros_like",
+]
 
 _INT32_MAX = jnp.iinfo(jnp.int32).max
 
@@ -26,9 +66,24 @@ def compute_dtype(*dtypes) -> jnp.dtype:
     wide = jnp.dtype(jnp.float32)
     for dtype in map(jnp.dtype, dtypes):
         inexact = jnp.issubdtype(dtype, jnp.inexact)
-        if inexact and (dtype.itemsize > wide.itemsize or jnp.issubdtype(dtype, jnp.complexfloating)):
+        if inexact and (
+            dtype.itemsize > wide.itemsize or jnp.issubdtype(dtype, jnp.complexfloating)
+        ):
             wide = dtype
     return wide
+
+
+def wide(x: jax.Array) -> jax.Array:
+    """``x`` in the dtype its arithmetic runs in (`compute_dtype`): float32 for bf16 and fp16."""
+    return x.astype(compute_dtype(x.dtype))
+
+
+def abs_square(x: jax.Array) -> jax.Array:
+    """``|x|^2`` elementwise in x's compute dtype, real even for complex x."""
+    x = wide(x)
+    if jnp.issubdtype(x.dtype, jnp.complexfloating):
+        return jnp.square(x.real) + jnp.square(x.imag)
+    return jnp.square(x)
 
 
 def check_same_structure(a, b, a_name: str, b_name: str) -> None:
@@ -36,8 +91,8 @@ def check_same_structure(a, b, a_name: str, b_name: str) -> None:
 
     A None in either tree matches any subtree (it marks a leaf that is left out).
     """
-    def_a = jax.tree.structure(a, is_leaf=_is_none)
-    def_b = jax.tree.structure(b, is_leaf=_is_none)
+    def_a: Any = jax.tree.structure(a, is_leaf=_is_none)  # a PyTreeDef (untyped in jaxlib)
+    def_b: Any = jax.tree.structure(b, is_leaf=_is_none)
     if def_a == def_b:
         return
     paths_a, _ = jax.tree_util.tree_flatten_with_path(a, is_leaf=_is_none)
@@ -48,12 +103,16 @@ def check_same_structure(a, b, a_name: str, b_name: str) -> None:
     only_a = [k for k in keys_a if k not in set_b]
     only_b = [k for k in keys_b if k not in set_a]
     if only_a or only_b:
-        parts = [f"only {name} has {jax.tree_util.keystr(keys[0]) or '<root>'}"
-                 for name, keys in ((a_name, only_a), (b_name, only_b)) if keys]
+        parts = [
+            f"only {name} has {jax.tree_util.keystr(keys[0]) or '<root>'}"
+            for name, keys in ((a_name, only_a), (b_name, only_b))
+            if keys
+        ]
         raise ValueError(f"tree structures of {a_name} and {b_name} differ: {'; '.join(parts)}")
     for ka, kb in zip(keys_a, keys_b):
         if ka != kb:
-            where = f"{a_name} has {jax.tree_util.keystr(ka) or '<root>'} where {b_name} has {jax.tree_util.keystr(kb) or '<root>'}"
+            at_a, at_b = jax.tree_util.keystr(ka) or "<root>", jax.tree_util.keystr(kb) or "<root>"
+            where = f"{a_name} has {at_a} where {b_name} has {at_b}"
             break
     else:
         if len(keys_a) != len(keys_b):
@@ -78,7 +137,7 @@ def map_like(f, tree, *rest, names: tuple[str, ...] = ()):
 
 def unzip(like, tuples, n: int) -> tuple:
     """Split a tree of n-tuples, shaped like ``like`` down to its leaves, into n trees."""
-    treedef = jax.tree.structure(like)
+    treedef: Any = jax.tree.structure(like)
     flat = treedef.flatten_up_to(tuples)
     return tuple(treedef.unflatten([t[i] for t in flat]) for i in range(n))
 
@@ -144,13 +203,15 @@ def bias_correction(moment, decay, count):
     """``moment / (1 - decay**count)``, the correction formed in float32 even for bf16 moments."""
     correction = one_minus_power(decay, count)
     return jax.tree.map(
-        lambda t: (t.astype(compute_dtype(t.dtype)) / correction.astype(compute_dtype(t.dtype))).astype(t.dtype),
+        lambda t: (
+            t.astype(compute_dtype(t.dtype)) / correction.astype(compute_dtype(t.dtype))
+        ).astype(t.dtype),
         moment,
     )
 
 
 def scale(tree, factor):
-    """``factor * tree`` with the product formed in float32 at least, each leaf keeping its dtype."""
+    """``factor * tree``, the product formed in float32 at least, each leaf keeping its dtype."""
 
     def mul(x):
         wide = compute_dtype(x.dtype)
@@ -166,11 +227,16 @@ def safe_increment(count: jax.Array) -> jax.Array:
 
 
 def sum_of_squares(tree) -> jax.Array:
-    """``sum_i ||x_i||^2`` over every leaf, in float32 at least."""
-    leaves = jax.tree.leaves(tree)
-    if not leaves:
+    """``sum_i ||x_i||^2`` over every leaf (padding left out on FlatBuffers), in float32 at
+    least."""
+    if isinstance(tree, FlatBuffers):
+        parts = list(tree.layout.reduce(abs_square, tree))
+    else:
+        parts = [jnp.sum(abs_square(x)) for x in jax.tree.leaves(tree)]
+    if not parts:
         return jnp.zeros([], jnp.float32)
-    return sum(jnp.sum(jnp.square(x.astype(compute_dtype(x.dtype)))) for x in leaves)
+    dtype = compute_dtype(*(p.dtype for p in parts))
+    return sum((p.astype(dtype) for p in parts[1:]), parts[0].astype(dtype))
 
 
 def global_norm(tree) -> jax.Array:
@@ -178,8 +244,44 @@ def global_norm(tree) -> jax.Array:
     return jnp.sqrt(sum_of_squares(tree))
 
 
+def leaf_sum(f, tree, *rest):
+    """``sum(f(x, *ys))`` over each leaf's elements: per-leaf values (see the module doc).
+
+    ``f`` is elementwise; ``rest`` are trees (or FlatBuffers) shaped like ``tree``.
+    """
+    if isinstance(tree, FlatBuffers):
+        return tree.layout.leaf_reduce(f, tree, *rest)
+    return jax.tree.map(lambda *xs: jnp.sum(f(*xs)), tree, *rest)
+
+
+def leaf_mean(f, tree, *rest):
+    """``mean(f(x, *ys))`` over each leaf's elements: per-leaf values (see the module doc)."""
+    if isinstance(tree, FlatBuffers):
+        sums = tree.layout.leaf_reduce(f, tree, *rest)
+        return tuple(s / jnp.asarray(n, s.dtype) for s, n in zip(sums, tree.layout.leaf_sizes()))
+    return jax.tree.map(lambda *xs: jnp.mean(f(*xs)), tree, *rest)
+
+
+def map_with_leaf_values(f, tree, values, *rest):
+    """``f(x, v, *ys)`` on each leaf ``x`` of ``tree``, with ``v`` its leaf's entry of the per-leaf
+    ``values`` (from `leaf_sum` or `leaf_mean`, mapped as needed) and ``ys`` the matching leaves
+    of ``rest``. ``f`` is elementwise in x and ys."""
+    if isinstance(tree, FlatBuffers):
+        return tree.layout.map_leaves(f, tree, values, *rest)
+    return map_like(f, tree, values, *rest)
+
+
+def where_leaves(keep, on_true, on_false):
+    """Each leaf of ``on_true`` where ``keep`` (a tree of Python bools shaped like the params, e.g.
+    a weight-decay mask) says True, else ``on_false``'s."""
+    if isinstance(on_true, FlatBuffers):
+        return on_true.layout.where_leaves(keep, on_true, on_false)
+    check_same_structure(on_true, keep, "updates", "mask")
+    return map_like(lambda a, b, k: a if k else b, on_true, on_false, keep)
+
+
 def get(tree: Any, leaf_type: type):
-    """Every node of type ``leaf_type`` inside ``tree``, in order (e.g. a state class in a chain)."""
+    """Every node of type ``leaf_type`` in ``tree``, in order (e.g. a state class of a chain)."""
     found = []
 
     def visit(x):
@@ -213,7 +315,7 @@ def _named_nodes(tree, name):
 
 
 def _field_names(tree) -> list[str]:
-    names = set()
+    names: set[str] = set()
     for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]:
         names.update(str(n) for n in map(_key_name, path) if n is not None)
     return sorted(names)

@@ -9,13 +9,19 @@ elementwise comparisons allow 2 ulps of the leaf's dtype, the ones with reductio
 another order) 8.
 """
 
+import inspect
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_conformance import ROWS as CONFORMANCE_ROWS
 
 import optjax
 from optjax import flat
+from optjax import torch_compat as tc
+from optjax.transforms.adaptive import scale_by_lion_single_read
+from optjax.transforms.factored import scale_by_factored_rms_clipped
 
 BF16 = jnp.bfloat16
 
@@ -80,22 +86,15 @@ def weight_mask(params):
     return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
+# Every row of the conformance table (tests/test_conformance.py) runs flat too; these are the
+# variants its rows do not cover.
 ELEMENTWISE = {
-    "sgd": lambda: optjax.sgd(0.1),
-    "sgd_nesterov": lambda: optjax.sgd(0.1, momentum=0.9, nesterov=True),
-    "adam": lambda: optjax.adam(1e-2),
     "adam_bf16_moment": lambda: optjax.adam(1e-2, mu_dtype=BF16),
     "adamw_masked": lambda: optjax.adamw(1e-2, weight_decay=0.1, mask=weight_mask),
-    "nadam": lambda: optjax.nadam(1e-2),
-    "amsgrad": lambda: optjax.amsgrad(1e-2),
-    "adamax": lambda: optjax.adamax(1e-2),
-    "radam": lambda: optjax.radam(1e-2),
     "rmsprop": lambda: optjax.rmsprop(1e-2, centered=True, momentum=0.9),
-    "adagrad": lambda: optjax.adagrad(1e-2),
-    "adadelta": lambda: optjax.adadelta(),
-    "lion": lambda: optjax.lion(1e-2),
     "lion_b1_above_b2": lambda: optjax.lion(1e-2, b1=0.95, b2=0.9),
     "lion_bf16_moment": lambda: optjax.lion(1e-2, mu_dtype=BF16),
+    "scale_by_lion": lambda: optjax.chain(optjax.scale_by_lion(), optjax.scale(-1e-2)),
 }
 
 WITH_REDUCTIONS = {
@@ -109,7 +108,10 @@ WITH_REDUCTIONS = {
     "adafactor_unfactored": lambda: optjax.adafactor(1e-2, factored=False),
     "adafactor_factored": lambda: optjax.adafactor(1e-2, weight_decay_rate=0.1, momentum=0.9),
     "factored_rms_clipped": lambda: optjax.chain(
-        optjax.scale_by_factored_rms(factored=False, clipping_threshold=0.5), optjax.sgd(0.1)
+        scale_by_factored_rms_clipped(0.5, factored=False), optjax.sgd(0.1)
+    ),
+    "factored_rms_clipped_factored": lambda: optjax.chain(
+        scale_by_factored_rms_clipped(0.5), optjax.sgd(0.1)
     ),
     "param_block_rms": lambda: optjax.chain(optjax.scale_by_param_block_rms(), optjax.sgd(0.1)),
 }
@@ -139,6 +141,12 @@ def assert_flat_matches_tree(make_tx, ulps):
 @pytest.mark.parametrize("name", sorted(ELEMENTWISE))
 def test_elementwise_optimizers_match_tree_path(name):
     assert_flat_matches_tree(ELEMENTWISE[name], ulps=2)
+
+
+@pytest.mark.parametrize("name", sorted(CONFORMANCE_ROWS))
+def test_every_conformance_row_matches_tree_path(name):
+    ulps = 8 if "adafactor" in name.lower() else 2  # per-leaf sums, in another order
+    assert_flat_matches_tree(lambda: CONFORMANCE_ROWS[name].make(1e-2), ulps=ulps)
 
 
 @pytest.mark.parametrize("name", sorted(WITH_REDUCTIONS))
@@ -210,10 +218,12 @@ def test_segment_sums_match_numpy_and_skip_padding():
     tree = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), tree)
     packed, layout = flat.flatten(tree)
     noisy = flat.FlatBuffers([jnp.where(packed.buffers[0] == 0, 1e6, packed.buffers[0])], layout)
-    (sums,) = jax.jit(layout.leaf_sum_of_squares)(noisy)
+    (sums,) = jax.jit(lambda f: optjax.tree.leaf_sum(optjax.tree.abs_square, f))(noisy)
     want = [np.sum(np.square(np.asarray(x, np.float64))) for x in jax.tree.leaves(tree)]
     np.testing.assert_allclose(sums, want, rtol=1e-5)
-    total = jax.jit(layout.sum_of_squares)(noisy)
+    (means,) = jax.jit(lambda f: optjax.tree.leaf_mean(optjax.tree.abs_square, f))(noisy)
+    np.testing.assert_allclose(means, np.divide(want, [1000, 1000, 3]), rtol=1e-5)
+    total = jax.jit(optjax.tree.sum_of_squares)(noisy)
     np.testing.assert_allclose(total, sum(want), rtol=1e-5)
 
 
@@ -309,7 +319,7 @@ def test_a_traced_mask_is_rejected_on_the_flat_layout():
 def test_param_block_rms_wants_both_flat_or_both_trees():
     packed, _ = flat.flatten({"a": jnp.ones(3)})
     tx = optjax.scale_by_param_block_rms()
-    with pytest.raises(ValueError, match="both be FlatBuffers of one layout, or both trees"):
+    with pytest.raises(ValueError, match="both flat, or both trees"):
         tx.update(packed, tx.init(packed), {"a": jnp.ones(3)})
 
 
@@ -352,7 +362,7 @@ def test_factored_rms_folds_block_rms_clipping(factored):
     chained = optjax.chain(
         optjax.scale_by_factored_rms(factored=factored), optjax.clip_by_block_rms(0.3)
     )
-    folded = optjax.scale_by_factored_rms(factored=factored, clipping_threshold=0.3)
+    folded = scale_by_factored_rms_clipped(0.3, factored=factored)
     for want, got in zip(trajectory(chained, params, grads), trajectory(folded, params, grads)):
         assert_close(got, want, ulps=8)
 
@@ -360,7 +370,7 @@ def test_factored_rms_folds_block_rms_clipping(factored):
 def test_lion_and_folded_adafactor_steps_need_no_full_size_temporary():
     leaf = jnp.ones((256, 512))  # 512 KiB
     folded_adafactor = optjax.chain(
-        optjax.scale_by_factored_rms(clipping_threshold=1.0),
+        scale_by_factored_rms_clipped(1.0),
         optjax.scale_by_param_block_rms(),
         optjax.scale(-1e-3),
     )
@@ -370,4 +380,115 @@ def test_lion_and_folded_adafactor_steps_need_no_full_size_temporary():
 
 def test_factored_rms_rejects_a_clipping_threshold_of_zero():
     with pytest.raises(ValueError, match="clipping_threshold must be a number > 0"):
-        optjax.scale_by_factored_rms(clipping_threshold=0.0)
+        scale_by_factored_rms_clipped(0.0)
+
+
+# One abstraction: transforms written without the flat layout in mind are run on its views.
+
+
+def normalize_each_leaf():
+    """A transform written for trees only: it divides each leaf by its own RMS."""
+    return optjax.stateless(
+        lambda u, p: jax.tree.map(lambda g: g / jnp.sqrt(jnp.mean(jnp.square(g))), u)
+    )
+
+
+def test_a_transform_that_is_not_flat_ready_runs_on_the_views_in_a_chain():
+    params = make_params()
+    params.pop("half")  # one dtype, one buffer: a wrong per-buffer RMS would show on every leaf
+    grads = make_grads(params, 3)
+    make = lambda: optjax.chain(normalize_each_leaf(), optjax.sgd(0.1))  # noqa: E731
+    assert not flat.is_flat_ready(normalize_each_leaf())
+    want = trajectory(make(), params, grads)
+    got = trajectory(make(), params, grads, pack=flat.FlatLayout.of(params).flatten)
+    for w, g in zip(want, got):
+        assert_close(g, w, ulps=8)
+    # The same transform called on the buffers directly sees one leaf: the chain is what saves it.
+    packed = flat.FlatLayout.of(params).flatten(grads[0])
+    direct = normalize_each_leaf().update(packed, optjax.EmptyState())[0].unflatten()
+    per_leaf = normalize_each_leaf().update(grads[0], optjax.EmptyState())[0]
+    assert not np.allclose(direct["emb"], per_leaf["emb"])
+
+
+def public_transforms():
+    """Every transform optjax exports at the top level, built with small arguments."""
+    needs = {
+        "scale": (0.1,),
+        "scale_by_learning_rate": (0.1,),
+        "scale_by_schedule": (optjax.constant_schedule(0.1),),
+        "clip": (1.0,),
+        "clip_by_global_norm": (1.0,),
+        "clip_by_block_rms": (1.0,),
+        "ema": (0.9,),
+        "stateless": None,  # made from any function: not flat-ready unless declared
+        "masked": (optjax.sgd(0.1), weight_mask),
+        "freeze": (weight_mask,),
+        "multi_transform": ({"a": optjax.sgd(0.1)}, lambda p: jax.tree.map(lambda _: "a", p)),
+        "apply_if_finite": (optjax.sgd(0.1), 3),
+        "lookahead": (optjax.sgd(0.1), 2, 0.5),
+        "average_params": (optjax.sgd(0.1),),
+        "MultiSteps": (optjax.sgd(0.1), 2),
+        "named_chain": (("sgd", optjax.sgd(0.1)),),
+        "flat_transform": (optjax.sgd(0.1),),
+    }
+    candidates = {n: getattr(optjax, n) for n in dir(optjax) if not n.startswith("_")}
+    candidates.update({f"torch_compat.{n}": getattr(tc, n) for n in tc.__all__})
+    found = {}
+    for name, obj in candidates.items():
+        if not (inspect.isfunction(obj) or name == "MultiSteps"):
+            continue
+        if name in needs:
+            if needs[name] is not None:
+                found[name] = obj(*needs[name])
+            continue
+        for args in [(0.1,), ()]:  # a learning rate, or no required argument
+            try:
+                tx = obj(*args)
+                break
+            except (TypeError, ValueError, AttributeError):
+                tx = None
+        if hasattr(tx, "init") and hasattr(tx, "update"):
+            found[name] = tx
+    found["inject_hyperparams"] = optjax.inject_hyperparams(optjax.adam)(learning_rate=0.1)
+    return found
+
+
+def test_every_public_transform_is_flat_ready():
+    found = public_transforms()
+    assert {"adam", "scale_by_adam", "clip_by_block_rms", "masked", "chain", "adafactor"} <= set(
+        found
+    )
+    not_ready = sorted(name for name, tx in found.items() if not flat.is_flat_ready(tx))
+    assert not_ready == []
+
+
+def test_param_block_rms_keeps_its_floor_on_both_paths():
+    params = {"zero": jnp.zeros((4, 5)), "tiny": jnp.full(37, 1e-5), "big": jnp.full(9, -3.0)}
+    grads = {k: jnp.ones_like(v) for k, v in params.items()}
+    tx = optjax.scale_by_param_block_rms(min_scale=1e-3)
+    want = {"zero": 1e-3, "tiny": 1e-3, "big": 3.0}  # max(rms(p), min_scale), by hand
+    tree_out = tx.update(grads, tx.init(params), params)[0]
+    packed, layout = flat.flatten(params)
+    flat_out = layout.unflatten(tx.update(layout.flatten(grads), tx.init(packed), packed)[0])
+    for out in (tree_out, flat_out):
+        for k, scale in want.items():
+            np.testing.assert_allclose(out[k], np.full(params[k].shape, scale), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "b1, b2, mu_dtype",
+    [(0.9, 0.99, None), (0.5, 0.5, None), (0.0, 0.9, None), (0.95, 0.9, None), (0.9, 0.99, BF16)],
+)
+def test_lion_single_read_gives_the_papers_steps(b1, b2, mu_dtype):
+    params = make_params()
+    grads = make_grads(params, 6)
+    paper = optjax.scale_by_lion(b1, b2, mu_dtype)
+    fast = scale_by_lion_single_read(b1, b2, mu_dtype)
+    state_p, state_f = paper.init(params), fast.init(params)
+    for g in grads:
+        u_p, state_p = jax.jit(paper.update)(g, state_p)
+        u_f, state_f = jax.jit(fast.update)(g, state_f)
+        for a, b in zip(jax.tree.leaves(u_p), jax.tree.leaves(u_f)):
+            np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
+        for a, b in zip(jax.tree.leaves(state_p), jax.tree.leaves(state_f)):
+            np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))

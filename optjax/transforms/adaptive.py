@@ -14,29 +14,50 @@ import jax.numpy as jnp
 
 from optjax import tree
 from optjax._checks import check_decay, check_nonnegative
-from optjax.core import GradientTransformation, Updates
+from optjax.base import GradientTransformation, StepCount, Updates
+from optjax.flat import flat_ready
+
+__all__ = [
+    "ScaleByAdaDeltaState",
+    "ScaleByAdamState",
+    "ScaleByAmsgradState",
+    "ScaleByLionState",
+    "ScaleByRStdDevState",
+    "ScaleByRmsState",
+    "ScaleByRssState",
+    "scale_by_adadelta",
+    "scale_by_adam",
+    "scale_by_adamax",
+    "scale_by_amsgrad",
+    "scale_by_lion",
+    "scale_by_lion_single_read",
+    "scale_by_radam",
+    "scale_by_rms",
+    "scale_by_rss",
+    "scale_by_stddev",
+]
 
 
 class ScaleByAdamState(NamedTuple):
-    count: jax.Array  # int32 scalar: steps taken so far
+    count: StepCount  # int32 scalar: steps taken so far
     mu: Updates  # first moment m_t
     nu: Updates  # second moment v_t
 
 
 class ScaleByAmsgradState(NamedTuple):
-    count: jax.Array
+    count: StepCount  # int32 scalar: steps taken so far
     mu: Updates  # first moment m_t
     nu: Updates  # second moment v_t
     nu_max: Updates  # running maximum of the second moment
 
 
 class ScaleByRmsState(NamedTuple):
-    count: jax.Array
+    count: StepCount  # int32 scalar: steps taken so far
     nu: Updates  # moving average of g^2
 
 
 class ScaleByRStdDevState(NamedTuple):
-    count: jax.Array
+    count: StepCount  # int32 scalar: steps taken so far
     mu: Updates  # moving average of g
     nu: Updates  # moving average of g^2
 
@@ -51,32 +72,26 @@ class ScaleByAdaDeltaState(NamedTuple):
 
 
 class ScaleByLionState(NamedTuple):
-    count: jax.Array
+    count: StepCount  # int32 scalar: steps taken so far
     mu: Updates  # momentum m_t
-
-
-def _wide(x):
-    return x.astype(tree.compute_dtype(x.dtype))
-
-
-_correction = tree.one_minus_power  # 1 - decay^t, float32
 
 
 def _div(x, c):
     """``x / c`` in x's compute dtype, for a float32 scalar correction c."""
-    x = _wide(x)
+    x = tree.wide(x)
     return x / jnp.asarray(c).astype(x.dtype)
 
 
 def _first_moment_hat(g, m, b1, count, nesterov):
     """m̂_t; with Nesterov, Dozat's look-ahead b1 m̂_{t+1} + (1 - b1) ĝ_t."""
-    m_hat = _div(m, _correction(b1, count))
+    m_hat = _div(m, tree.one_minus_power(b1, count))
     if not nesterov:
         return m_hat
-    m_next = _div(m, _correction(b1, tree.safe_increment(count)))
-    return b1 * m_next + (1 - b1) * _div(g, _correction(b1, count))
+    m_next = _div(m, tree.one_minus_power(b1, tree.safe_increment(count)))
+    return b1 * m_next + (1 - b1) * _div(g, tree.one_minus_power(b1, count))
 
 
+@flat_ready
 def scale_by_adam(
     b1: float = 0.9,
     b2: float = 0.999,
@@ -122,7 +137,7 @@ def scale_by_adam(
 
         def ratio(g, m, v):
             m_hat = _first_moment_hat(g, m, b1, count, nesterov)
-            v_hat = _div(v, _correction(b2, count))
+            v_hat = _div(v, tree.one_minus_power(b2, count))
             return (m_hat / (jnp.sqrt(v_hat + eps_root) + eps)).astype(g.dtype)
 
         updates = tree.map_like(ratio, updates, mu, nu, names=("updates", "mu", "nu"))
@@ -131,6 +146,7 @@ def scale_by_adam(
     return GradientTransformation(init, update)
 
 
+@flat_ready
 def scale_by_amsgrad(
     b1: float = 0.9,
     b2: float = 0.999,
@@ -177,21 +193,21 @@ def scale_by_amsgrad(
         count = tree.safe_increment(state.count)
         mu = tree.ema(updates, state.mu, b1)
         nu = tree.ema(updates, state.nu, b2, order=2)
-        c2 = _correction(b2, count)
+        c2 = tree.one_minus_power(b2, count)
         if max_of_raw_nu:
             nu_max = jax.tree.map(jnp.maximum, state.nu_max, nu)
             nu_hat_max = jax.tree.map(lambda v: _div(v, c2), nu_max)
         else:
             nu_max = jax.tree.map(
-                lambda vm, v: jnp.maximum(_wide(vm), _div(v, c2)).astype(vm.dtype),
+                lambda vm, v: jnp.maximum(tree.wide(vm), _div(v, c2)).astype(vm.dtype),
                 state.nu_max,
                 nu,
             )
             nu_hat_max = nu_max
 
         def ratio(g, m, v):
-            m_hat = _div(m, _correction(b1, count))
-            return (m_hat / (jnp.sqrt(_wide(v) + eps_root) + eps)).astype(g.dtype)
+            m_hat = _div(m, tree.one_minus_power(b1, count))
+            return (m_hat / (jnp.sqrt(tree.wide(v) + eps_root) + eps)).astype(g.dtype)
 
         updates = tree.map_like(ratio, updates, mu, nu_hat_max, names=("updates", "mu", "nu_max"))
         return updates, ScaleByAmsgradState(count, mu, nu, nu_max)
@@ -199,6 +215,7 @@ def scale_by_amsgrad(
     return GradientTransformation(init, update)
 
 
+@flat_ready
 def scale_by_adamax(
     b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, *, eps_in_max: bool = True
 ) -> GradientTransformation:
@@ -233,7 +250,9 @@ def scale_by_adamax(
         mu = tree.ema(updates, state.mu, b1)
         shift = eps if eps_in_max else 0.0
         nu = tree.map_like(
-            lambda g, v: jnp.maximum(b2 * _wide(v), jnp.abs(_wide(g)) + shift).astype(v.dtype),
+            lambda g, v: jnp.maximum(b2 * tree.wide(v), jnp.abs(tree.wide(g)) + shift).astype(
+                v.dtype
+            ),
             updates,
             state.nu,
             names=("updates", "nu"),
@@ -241,7 +260,9 @@ def scale_by_adamax(
         denom_eps = 0.0 if eps_in_max else eps
 
         def ratio(g, m, v):
-            return (_div(m, _correction(b1, count)) / (_wide(v) + denom_eps)).astype(g.dtype)
+            return (_div(m, tree.one_minus_power(b1, count)) / (tree.wide(v) + denom_eps)).astype(
+                g.dtype
+            )
 
         updates = tree.map_like(ratio, updates, mu, nu)
         return updates, ScaleByAdamState(count, mu, nu)
@@ -253,6 +274,7 @@ def _rms_denominator(v, eps, eps_in_sqrt):
     return jnp.sqrt(v + eps) if eps_in_sqrt else jnp.sqrt(v) + eps
 
 
+@flat_ready
 def scale_by_rms(
     decay: float = 0.9,
     eps: float = 1e-8,
@@ -287,16 +309,17 @@ def scale_by_rms(
         del params
         count = tree.safe_increment(state.count)
         nu = tree.ema(updates, state.nu, decay, order=2)
-        c = _correction(decay, count) if bias_correction else 1.0
+        c = tree.one_minus_power(decay, count) if bias_correction else 1.0
 
         def ratio(g, v):
-            return (_wide(g) / _rms_denominator(_div(v, c), eps, eps_in_sqrt)).astype(g.dtype)
+            return (tree.wide(g) / _rms_denominator(_div(v, c), eps, eps_in_sqrt)).astype(g.dtype)
 
         return tree.map_like(ratio, updates, nu), ScaleByRmsState(count, nu)
 
     return GradientTransformation(init, update)
 
 
+@flat_ready
 def scale_by_stddev(
     decay: float = 0.9,
     eps: float = 1e-8,
@@ -333,18 +356,19 @@ def scale_by_stddev(
         count = tree.safe_increment(state.count)
         mu = tree.ema(updates, state.mu, decay)
         nu = tree.ema(updates, state.nu, decay, order=2)
-        c = _correction(decay, count) if bias_correction else 1.0
+        c = tree.one_minus_power(decay, count) if bias_correction else 1.0
 
         def ratio(g, m, v):
             # >= 0 in exact arithmetic; rounding can dip below (at step 1 with bias correction)
             variance = jnp.maximum(_div(v, c) - jnp.square(_div(m, c)), 0.0)
-            return (_wide(g) / _rms_denominator(variance, eps, eps_in_sqrt)).astype(g.dtype)
+            return (tree.wide(g) / _rms_denominator(variance, eps, eps_in_sqrt)).astype(g.dtype)
 
         return tree.map_like(ratio, updates, mu, nu), ScaleByRStdDevState(count, mu, nu)
 
     return GradientTransformation(init, update)
 
 
+@flat_ready
 def scale_by_rss(
     initial_accumulator_value: float = 0.1, eps: float = 1e-7, *, eps_in_sqrt: bool = True
 ) -> GradientTransformation:
@@ -375,16 +399,17 @@ def scale_by_rss(
         s = tree.accumulate(updates, state.sum_of_squares)
 
         def ratio(g, s):
-            s = _wide(s)
+            s = tree.wide(s)
             denom = _rms_denominator(s, eps, eps_in_sqrt)
             safe = jnp.where(s > 0, denom, 1.0)
-            return jnp.where(s > 0, _wide(g) / safe, 0.0).astype(g.dtype)
+            return jnp.where(s > 0, tree.wide(g) / safe, 0.0).astype(g.dtype)
 
         return tree.map_like(ratio, updates, s), ScaleByRssState(s)
 
     return GradientTransformation(init, update)
 
 
+@flat_ready
 def scale_by_adadelta(rho: float = 0.9, eps: float = 1e-6) -> GradientTransformation:
     r"""Adadelta: scale by the ratio of the RMS of past steps to the RMS of past gradients.
 
@@ -410,7 +435,9 @@ def scale_by_adadelta(rho: float = 0.9, eps: float = 1e-6) -> GradientTransforma
         e_g = tree.ema(updates, state.e_g, rho, order=2)
 
         def step(g, eg, ex):
-            return (jnp.sqrt(_wide(ex) + eps) / jnp.sqrt(_wide(eg) + eps) * _wide(g)).astype(g.dtype)
+            return (
+                jnp.sqrt(tree.wide(ex) + eps) / jnp.sqrt(tree.wide(eg) + eps) * tree.wide(g)
+            ).astype(g.dtype)
 
         updates = tree.map_like(step, updates, e_g, state.e_x)
         e_x = tree.ema(updates, state.e_x, rho, order=2)
@@ -419,17 +446,15 @@ def scale_by_adadelta(rho: float = 0.9, eps: float = 1e-6) -> GradientTransforma
     return GradientTransformation(init, update)
 
 
+@flat_ready
 def scale_by_lion(b1: float = 0.9, b2: float = 0.99, mu_dtype=None) -> GradientTransformation:
     r"""Lion: the sign of an interpolation of momentum and gradient.
 
         u_t = sign(b1 m_{t-1} + (1 - b1) g_t)
         m_t = b2 m_{t-1} + (1 - b2) g_t
 
-    When 0 < b1 <= b2 are numbers and the momentum is stored at full precision, the direction is
-    computed from the new momentum instead, ``u_t = sign(a m_t + (1 - a) g_t)`` with a = b1 / b2:
-    the same interpolation (substitute m_t), still a convex combination, so it rounds no worse.
-    The step then reads m_{t-1} only once: XLA fuses no two outputs into one loop, and a second
-    reader of m_{t-1} would force a copy of the whole momentum before it is updated in place.
+    ``optjax.lion`` runs the same step through `scale_by_lion_single_read`, which reads m_{t-1}
+    once instead of twice.
 
     Example:
         >>> tx = optjax.scale_by_lion()
@@ -440,28 +465,59 @@ def scale_by_lion(b1: float = 0.9, b2: float = 0.99, mu_dtype=None) -> GradientT
     """
     check_decay("b1", b1)
     check_decay("b2", b2)
-    static = isinstance(b1, (int, float)) and isinstance(b2, (int, float))
-    from_new = static and 0 < b2 and b1 <= b2
-    a = b1 / b2 if from_new else None
 
     def init(params):
         return ScaleByLionState(jnp.zeros([], jnp.int32), tree.zeros_like(params, mu_dtype))
 
     def update(updates, state, params=None):
         del params
+        direction = tree.map_like(
+            lambda g, m: jnp.sign(b1 * tree.wide(m) + (1 - b1) * tree.wide(g)).astype(g.dtype),
+            updates,
+            state.mu,
+            names=("updates", "mu"),
+        )
+        mu = tree.ema(updates, state.mu, b2)
+        return direction, ScaleByLionState(tree.safe_increment(state.count), mu)
+
+    return GradientTransformation(init, update)
+
+
+@flat_ready
+def scale_by_lion_single_read(
+    b1: float = 0.9, b2: float = 0.99, mu_dtype=None
+) -> GradientTransformation:
+    r"""`scale_by_lion`'s step reading the momentum once: its fast path (same state, same signs).
+
+    When 0 < b2, b1 <= b2 are numbers and the momentum is kept at full precision, the direction
+    is formed from the new momentum, ``u_t = sign(a m_t + (1 - a) g_t)`` with a = b1 / b2: the
+    same interpolation (substitute m_t = b2 m_{t-1} + (1 - b2) g_t), still a convex combination,
+    so it rounds no worse. The step then reads m_{t-1} only once: XLA:CPU fuses no two outputs
+    into one loop, and a second reader of m_{t-1} would force a copy of the whole momentum before
+    it is updated in place. Other arguments, and leaves whose momentum is stored in a lower
+    precision, take scale_by_lion's formula.
+    """
+    static = isinstance(b1, (int, float)) and isinstance(b2, (int, float))
+    if not (static and 0 < b2 and b1 <= b2):
+        return scale_by_lion(b1, b2, mu_dtype)
+    paper = scale_by_lion(b1, b2, mu_dtype)  # checks the arguments; its init is this one's
+    a = b1 / b2
+
+    def update(updates, state, params=None):
+        del params
         mu = tree.ema(updates, state.mu, b2)
 
         def direction(g, m, m_new):
-            if from_new and m.dtype == tree.compute_dtype(m.dtype):
-                c = a * m_new.astype(m.dtype) + (1 - a) * _wide(g).astype(m.dtype)
+            if m.dtype == tree.compute_dtype(m.dtype):
+                c = a * m_new + (1 - a) * tree.wide(g).astype(m.dtype)
             else:
-                c = b1 * _wide(m) + (1 - b1) * _wide(g)
+                c = b1 * tree.wide(m) + (1 - b1) * tree.wide(g)
             return jnp.sign(c).astype(g.dtype)
 
         direction = tree.map_like(direction, updates, state.mu, mu, names=("updates", "mu", "mu"))
         return direction, ScaleByLionState(tree.safe_increment(state.count), mu)
 
-    return GradientTransformation(init, update)
+    return GradientTransformation(paper.init, update)
 
 
 def _radam_rho(b2, count):
@@ -480,6 +536,7 @@ def _radam_rho(b2, count):
     return offset - (2.0 / log_b2) * jnp.where(x < 0.1, series, direct)
 
 
+@flat_ready
 def scale_by_radam(
     b1: float = 0.9,
     b2: float = 0.999,
@@ -532,10 +589,10 @@ def scale_by_radam(
 
         def step(g, m, v):
             m_hat = _first_moment_hat(g, m, b1, count, nesterov)
-            v_hat = _div(v, _correction(b2, count))
+            v_hat = _div(v, tree.one_minus_power(b2, count))
             if eps_on_raw_nu:  # torch.optim.RAdam's form
-                root_c2 = jnp.sqrt(_correction(b2, count)).astype(m_hat.dtype)
-                denom = (jnp.sqrt(_wide(v) + eps_root) + eps) / root_c2
+                root_c2 = jnp.sqrt(tree.one_minus_power(b2, count)).astype(m_hat.dtype)
+                denom = (jnp.sqrt(tree.wide(v) + eps_root) + eps) / root_c2
             else:
                 denom = jnp.sqrt(v_hat + eps_root) + eps
             adam = r.astype(m_hat.dtype) * m_hat / denom

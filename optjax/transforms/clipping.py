@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 
 from optjax import tree
 from optjax._checks import check_nonnegative, check_positive
-from optjax.core import GradientTransformation, stateless
-from optjax.flat import is_flat, map_leafwise
+from optjax.base import GradientTransformation
+from optjax.core import stateless
+from optjax.flat import flat_ready
+
+__all__ = [
+    "clip",
+    "clip_by_block_rms",
+    "clip_by_global_norm",
+]
 
 
+@flat_ready
 def clip(max_delta: float) -> GradientTransformation:
     r"""Clip every coordinate to [-max_delta, max_delta]: ``u_t = clip(g_t, -c, c)``.
 
@@ -26,6 +32,7 @@ def clip(max_delta: float) -> GradientTransformation:
     )
 
 
+@flat_ready
 def clip_by_global_norm(max_norm: float) -> GradientTransformation:
     r"""Rescale all updates together so that their global l2 norm is at most max_norm.
 
@@ -47,10 +54,7 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
 
     def clipped(updates, params):
         del params
-        if is_flat(updates):  # the flat layout's padding stays out of the norm
-            norm = jnp.sqrt(updates.layout.sum_of_squares(updates))
-        else:
-            norm = tree.global_norm(updates)
+        norm = tree.global_norm(updates)
         keep = norm <= max_norm
         factor = jnp.where(keep, 1.0, max_norm / jnp.where(keep, 1.0, norm))
         return tree.scale(updates, factor)
@@ -58,6 +62,7 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
     return stateless(clipped)
 
 
+@flat_ready
 def clip_by_block_rms(threshold: float) -> GradientTransformation:
     r"""Rescale each leaf so that its root mean square is at most threshold.
 
@@ -72,21 +77,16 @@ def clip_by_block_rms(threshold: float) -> GradientTransformation:
     """
     check_positive("threshold", threshold)
 
-    def scaled(g, denominator):
-        return (g.astype(denominator.dtype) / denominator).astype(g.dtype)
-
-    def leaf(g):
-        g_w = g.astype(tree.compute_dtype(g.dtype))
-        rms = jnp.sqrt(jnp.mean(jnp.square(g_w)))
-        return scaled(g, jnp.maximum(1.0, rms / threshold))
-
     def clipped(updates, params):
         del params
-        if not is_flat(updates):
-            return jax.tree.map(leaf, updates)
-        # One RMS per leaf of the flat layout, by segment reductions.
-        mean_squares = updates.layout.leaf_mean_square(updates)
-        denominators = tuple(jnp.maximum(1.0, jnp.sqrt(ms) / threshold) for ms in mean_squares)
-        return map_leafwise(scaled, updates, denominators)
+        mean_squares = tree.leaf_mean(tree.abs_square, updates)
+        denominators = jax.tree.map(
+            lambda ms: jnp.maximum(1.0, jnp.sqrt(ms) / threshold), mean_squares
+        )
+        return tree.map_with_leaf_values(
+            lambda g, d: (tree.wide(g) / d.astype(tree.compute_dtype(g.dtype))).astype(g.dtype),
+            updates,
+            denominators,
+        )
 
     return stateless(clipped)

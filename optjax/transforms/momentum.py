@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import jax
 import jax.numpy as jnp
 
 from optjax import tree
 from optjax._checks import check_decay, check_unit_interval
-from optjax.core import GradientTransformation, Updates
+from optjax.base import GradientTransformation, StepCount, Updates
+from optjax.flat import flat_ready
+
+__all__ = [
+    "EmaState",
+    "TraceState",
+    "ema",
+    "trace",
+]
 
 
 class TraceState(NamedTuple):
@@ -17,10 +24,11 @@ class TraceState(NamedTuple):
 
 
 class EmaState(NamedTuple):
-    count: jax.Array  # int32 scalar: steps taken so far
+    count: StepCount  # int32 scalar: steps taken so far
     ema: Updates  # moving average m_t
 
 
+@flat_ready
 def trace(
     decay: float = 0.9,
     nesterov: bool = False,
@@ -66,6 +74,7 @@ def trace(
     return GradientTransformation(init, update)
 
 
+@flat_ready
 def ema(decay: float, debias: bool = True, accumulator_dtype=None) -> GradientTransformation:
     r"""Exponential moving average of the updates.
 

@@ -9,12 +9,17 @@ import jax.numpy as jnp
 
 from optjax import tree
 from optjax._checks import check_nonnegative
-from optjax.core import GradientTransformation
+from optjax.base import GradientTransformation, StepCount
 from optjax.flat import per_leaf
+
+__all__ = [
+    "AddNoiseState",
+    "add_noise",
+]
 
 
 class AddNoiseState(NamedTuple):
-    count: jax.Array  # int32 scalar: steps taken so far
+    count: StepCount  # int32 scalar: steps taken so far
     rng_key: jax.Array  # raw uint32 key data (checkpointable)
 
 
@@ -39,7 +44,6 @@ def add_noise(eta: float = 0.01, gamma: float = 0.55, seed: int = 0) -> Gradient
         del params
         return AddNoiseState(jnp.zeros([], jnp.int32), jax.random.key_data(jax.random.key(seed)))
 
-    @per_leaf  # one key per leaf, as on the tree path; nothing in the flat layout's padding
     def update(updates, state, params=None):
         del params
         count = tree.safe_increment(state.count)
@@ -48,9 +52,10 @@ def add_noise(eta: float = 0.01, gamma: float = 0.55, seed: int = 0) -> Gradient
         leaves, treedef = jax.tree.flatten(updates)
         keys = jax.random.split(sample, len(leaves))
         noisy = [
-            (g.astype(tree.compute_dtype(g.dtype)) + sigma * jax.random.normal(k, g.shape)).astype(g.dtype)
+            (tree.wide(g) + sigma * jax.random.normal(k, g.shape)).astype(g.dtype)
             for g, k in zip(leaves, keys)
         ]
         return treedef.unflatten(noisy), AddNoiseState(count, jax.random.key_data(key))
 
-    return GradientTransformation(init, update)
+    # One key per leaf, as on the tree path, and no noise in the flat layout's padding.
+    return per_leaf(GradientTransformation(init, update))

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from optjax import tree
 from optjax._checks import check_nonnegative
-from optjax.core import GradientTransformation, stateless
-from optjax.flat import is_flat
+from optjax.base import GradientTransformation
+from optjax.core import stateless
+from optjax.flat import as_tree, flat_ready
+
+__all__ = [
+    "add_decayed_weights",
+]
 
 
+@flat_ready
 def add_decayed_weights(weight_decay: float = 0.0, mask=None) -> GradientTransformation:
     r"""Add the decayed parameters to the updates: ``u_t = g_t + wd p_t``.
 
@@ -30,19 +36,14 @@ def add_decayed_weights(weight_decay: float = 0.0, mask=None) -> GradientTransfo
         if params is None:
             raise ValueError("add_decayed_weights needs params: call update(g, state, params)")
         decay = tree.map_like(
-            lambda g, p: (g.astype(tree.compute_dtype(g.dtype)) + weight_decay * p.astype(tree.compute_dtype(p.dtype))).astype(g.dtype),
+            lambda g, p: (tree.wide(g) + weight_decay * tree.wide(p)).astype(g.dtype),
             updates,
             params,
             names=("updates", "params"),
         )
         if mask is None:
             return decay
-        if is_flat(params):  # a mask is per leaf: decide it on the tree of views
-            layout = params.layout
-            keep = mask(layout.unflatten(params)) if callable(mask) else mask
-            return layout.where_leaves(keep, decay, updates)
-        keep = mask(params) if callable(mask) else mask
-        tree.check_same_structure(updates, keep, "updates", "mask")
-        return tree.map_like(lambda g, d, k: d if k else g, updates, decay, keep)
+        keep = mask(as_tree(params)) if callable(mask) else mask
+        return tree.where_leaves(keep, decay, updates)
 
     return stateless(decayed)

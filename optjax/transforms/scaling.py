@@ -9,14 +9,24 @@ import jax.numpy as jnp
 
 from optjax import tree
 from optjax._checks import check_finite, check_learning_rate
-from optjax.core import EmptyState, GradientTransformation, ScalarOrSchedule, stateless
+from optjax.base import GradientTransformation, ScalarOrSchedule, StepCount
+from optjax.core import stateless
+from optjax.flat import flat_ready
+
+__all__ = [
+    "ScaleByScheduleState",
+    "scale",
+    "scale_by_learning_rate",
+    "scale_by_schedule",
+]
 
 
 class ScaleByScheduleState(NamedTuple):
-    count: jax.Array  # int32 scalar: steps taken so far
+    count: StepCount  # int32 scalar: steps taken so far
 
 
-def scale(step_size: float) -> GradientTransformation:
+@flat_ready
+def scale(step_size: float | jax.Array) -> GradientTransformation:
     r"""Multiply updates by a constant: ``u_t = s g_t``.
 
     Example:
@@ -27,6 +37,7 @@ def scale(step_size: float) -> GradientTransformation:
     return stateless(lambda updates, params: tree.scale(updates, step_size))
 
 
+@flat_ready
 def scale_by_schedule(step_size_fn) -> GradientTransformation:
     r"""Multiply updates by a schedule of the step count: ``u_t = s(t) g_t``, t = 0, 1, ...
 
@@ -47,11 +58,14 @@ def scale_by_schedule(step_size_fn) -> GradientTransformation:
     def update(updates, state, params=None):
         del params
         step_size = jnp.asarray(step_size_fn(state.count), jnp.float32)
-        return tree.scale(updates, step_size), ScaleByScheduleState(tree.safe_increment(state.count))
+        return tree.scale(updates, step_size), ScaleByScheduleState(
+            tree.safe_increment(state.count)
+        )
 
     return GradientTransformation(init, update)
 
 
+@flat_ready
 def scale_by_learning_rate(learning_rate: ScalarOrSchedule, *, flip_sign: bool = True):
     r"""Scale updates by a learning rate, negated by default so that the step descends:
     ``u_t = -lr g_t``, where lr may be a float or a schedule ``t -> lr(t)``.
@@ -66,6 +80,3 @@ def scale_by_learning_rate(learning_rate: ScalarOrSchedule, *, flip_sign: bool =
     if callable(learning_rate):
         return scale_by_schedule(lambda count: sign * learning_rate(count))
     return scale(sign * learning_rate)
-
-
-

@@ -14,20 +14,23 @@ import jax.numpy as jnp
 
 from optjax import tree
 from optjax._checks import check_decay, check_nonnegative
-from optjax.core import GradientTransformation, Updates
-from optjax.flat import as_tree, per_leaf
+from optjax.base import GradientTransformation, StepCount, Updates
+from optjax.flat import flat_ready, per_leaf
 from optjax.transforms.factored import FactoredState
+
+__all__ = [
+    "ScaleByNadamState",
+    "nadam_momentum",
+    "scale_by_factored_rms_torch",
+    "scale_by_nadam",
+]
 
 
 class ScaleByNadamState(NamedTuple):
-    count: jax.Array  # int32 scalar: steps taken so far
+    count: StepCount  # int32 scalar: steps taken so far
     mu_product: jax.Array  # float32 scalar: prod_{i<=t} mu_i
     mu: Updates  # first moment m_t
     nu: Updates  # second moment v_t
-
-
-def _wide(x):
-    return x.astype(tree.compute_dtype(x.dtype))
 
 
 def nadam_momentum(b1: float, momentum_decay: float, count: jax.Array) -> jax.Array:
@@ -36,6 +39,7 @@ def nadam_momentum(b1: float, momentum_decay: float, count: jax.Array) -> jax.Ar
     return b1 * (1.0 - 0.5 * jnp.power(jnp.float32(0.96), exponent))
 
 
+@flat_ready
 def scale_by_nadam(
     b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, momentum_decay: float = 4e-3
 ) -> GradientTransformation:
@@ -87,8 +91,8 @@ def scale_by_nadam(
         nu = tree.ema(updates, state.nu, b2, order=2)
 
         def step(g, m, v):
-            denom = jnp.sqrt(_wide(v) / c2) + eps
-            return ((grad_coef * _wide(g) + mom_coef * _wide(m)) / denom).astype(g.dtype)
+            denom = jnp.sqrt(tree.wide(v) / c2) + eps
+            return ((grad_coef * tree.wide(g) + mom_coef * tree.wide(m)) / denom).astype(g.dtype)
 
         updates = tree.map_like(step, updates, mu, nu, names=("updates", "mu", "nu"))
         return updates, ScaleByNadamState(count, mu_product, mu, nu)
@@ -135,8 +139,6 @@ def scale_by_factored_rms_torch(
         check_nonnegative("eps", eps)
 
     def init(params):
-        params = as_tree(params)  # factored per leaf: on the flat layout, its views
-
         def leaf(p):  # None: an unused field, an empty node (no buffer)
             if jnp.ndim(p) < 2:
                 return None, None, jnp.zeros_like(p)
@@ -148,7 +150,6 @@ def scale_by_factored_rms_torch(
         v_row, v_col, v = tree.unzip(params, jax.tree.map(leaf, params), 3)
         return FactoredState(jnp.zeros([], jnp.int32), v_row, v_col, v)
 
-    @per_leaf
     def update(updates, state, params=None):
         del params
         count = tree.safe_increment(state.count)
@@ -156,18 +157,22 @@ def scale_by_factored_rms_torch(
 
         def leaf(g, r, c, v):
             floor = float(jnp.finfo(g.dtype).eps) if eps is None else eps
-            g_w = _wide(g)
+            g_w = tree.wide(g)
             g2 = jnp.square(g_w)
             if g.ndim < 2:
-                v_new = _wide(v) + weight * (g2 - _wide(v))
+                v_new = tree.wide(v) + weight * (g2 - tree.wide(v))
                 v_hat, r_new, c_new = v_new, r, c
                 v = v_new.astype(v.dtype)
             else:
-                r_new = _wide(r) + weight * (jnp.mean(g2, axis=-1, keepdims=True) - _wide(r))
-                c_new = _wide(c) + weight * (jnp.mean(g2, axis=-2, keepdims=True) - _wide(c))
+                r_new = tree.wide(r) + weight * (
+                    jnp.mean(g2, axis=-1, keepdims=True) - tree.wide(r)
+                )
+                c_new = tree.wide(c) + weight * (
+                    jnp.mean(g2, axis=-2, keepdims=True) - tree.wide(c)
+                )
                 r_new, c_new = r_new.astype(r.dtype), c_new.astype(c.dtype)
-                r_mean = jnp.maximum(jnp.mean(_wide(r_new), axis=-2, keepdims=True), floor)
-                v_hat = _wide(r_new) * _wide(c_new) / r_mean
+                r_mean = jnp.maximum(jnp.mean(tree.wide(r_new), axis=-2, keepdims=True), floor)
+                v_hat = tree.wide(r_new) * tree.wide(c_new) / r_mean
             scaled = g_w * jax.lax.rsqrt(jnp.maximum(v_hat, floor * floor))
             return scaled.astype(g.dtype), r_new, c_new, v
 
@@ -175,4 +180,4 @@ def scale_by_factored_rms_torch(
         new_updates, v_row, v_col, v = tree.unzip(updates, out, 4)
         return new_updates, FactoredState(count, v_row, v_col, v)
 
-    return GradientTransformation(init, update)
+    return per_leaf(GradientTransformation(init, update))  # factored: each leaf's own shape

@@ -19,3 +19,24 @@ from optjax.wrappers.masking import MultiTransformState as MultiTransformState
 from optjax.wrappers.masking import freeze as freeze
 from optjax.wrappers.masking import masked as masked
 from optjax.wrappers.masking import multi_transform as multi_transform
+
+__all__ = [
+    "ApplyIfFiniteState",
+    "AverageParamsState",
+    "Hyperparams",
+    "InjectHyperparamsState",
+    "LookaheadState",
+    "MaskedNode",
+    "MaskedState",
+    "MultiSteps",
+    "MultiStepsState",
+    "MultiTransformState",
+    "apply_if_finite",
+    "average_params",
+    "freeze",
+    "inject_hyperparams",
+    "lookahead",
+    "masked",
+    "multi_transform",
+    "skip_not_finite",
+]

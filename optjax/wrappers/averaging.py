@@ -10,7 +10,16 @@ import jax.numpy as jnp
 
 from optjax import tree
 from optjax._checks import check_decay, check_positive_int, check_unit_interval
-from optjax.core import GradientTransformation, OptState, Params, _extra_args_filter
+from optjax.base import GradientTransformation, OptState, Params, StepCount
+from optjax.core import extra_args_filter
+from optjax.flat import as_flat_ready, mark_flat_ready
+
+__all__ = [
+    "AverageParamsState",
+    "LookaheadState",
+    "average_params",
+    "lookahead",
+]
 
 
 def _copy(params):
@@ -64,7 +73,8 @@ def lookahead(
     """
     check_positive_int("sync_period", sync_period)
     check_unit_interval("slow_step_size", slow_step_size)
-    keep = _extra_args_filter(fast_optimizer.update)
+    fast_optimizer = as_flat_ready(fast_optimizer)
+    keep = extra_args_filter(fast_optimizer.update)
 
     def init(params):
         return LookaheadState(fast_optimizer.init(params), jnp.zeros([], jnp.int32), _copy(params))
@@ -94,11 +104,11 @@ def lookahead(
         steps = jnp.where(sync, 0, state.steps_since_sync + 1).astype(jnp.int32)
         return new_updates, LookaheadState(fast_state, steps, slow)
 
-    return GradientTransformation(init, update)
+    return mark_flat_ready(GradientTransformation(init, update))
 
 
 class AverageParamsState(NamedTuple):
-    count: jax.Array  # int32: steps taken so far
+    count: StepCount  # int32 scalar: steps taken so far
     num_averaged: jax.Array  # int32: iterates in the average so far
     average: Params  # the averaged parameters (evaluate on these)
     inner_state: OptState
@@ -139,7 +149,8 @@ def average_params(
     if isinstance(start_step, bool) or not isinstance(start_step, int) or start_step < 0:
         raise ValueError(f"start_step must be an integer >= 0, got start_step={start_step!r}")
     check_positive_int("every_k", every_k)
-    keep = _extra_args_filter(inner.update)
+    inner = as_flat_ready(inner)
+    keep = extra_args_filter(inner.update)
 
     def init(params):
         zero = jnp.zeros([], jnp.int32)
@@ -168,4 +179,4 @@ def average_params(
         num_averaged = jnp.where(take, tree.safe_increment(state.num_averaged), state.num_averaged)
         return updates, AverageParamsState(count, num_averaged, average, inner_state)
 
-    return GradientTransformation(init, update)
+    return mark_flat_ready(GradientTransformation(init, update))

@@ -12,7 +12,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from optjax import tree
-from optjax.core import GradientTransformation, OptState, _extra_args_filter
+from optjax.base import GradientTransformation, OptState, StepCount
+from optjax.core import extra_args_filter
+from optjax.flat import as_flat_ready, mark_flat_ready
+
+__all__ = [
+    "Hyperparams",
+    "InjectHyperparamsState",
+    "inject_hyperparams",
+]
 
 _TRACE_ERRORS = (
     jax.errors.ConcretizationTypeError,
@@ -51,7 +59,7 @@ jax.tree_util.register_pytree_with_keys(
 
 
 class InjectHyperparamsState(NamedTuple):
-    count: jax.Array  # int32 scalar: steps taken so far
+    count: StepCount  # int32 scalar: steps taken so far
     hyperparams: Hyperparams  # name -> value used by the last step (schedules: at that step)
     inner_state: OptState
 
@@ -136,7 +144,7 @@ def inject_hyperparams(
         def build(values):
             call = signature.bind(*bound.args, **bound.kwargs)
             call.arguments.update(values)
-            return inner_factory(*call.args, **call.kwargs)
+            return as_flat_ready(inner_factory(*call.args, **call.kwargs))
 
         build({})  # checks the concrete values: a bad one raises here, naming its argument
         for name in _branched_on(build, numeric, dtype):
@@ -159,12 +167,12 @@ def inject_hyperparams(
             values = values_at(state.count, state.hyperparams)
             inner = build(values)
             updates, inner_state = inner.update(
-                updates, state.inner_state, params, **_extra_args_filter(inner.update)(extra_args)
+                updates, state.inner_state, params, **extra_args_filter(inner.update)(extra_args)
             )
             count = tree.safe_increment(state.count)
             return updates, InjectHyperparamsState(count, Hyperparams(values), inner_state)
 
-        return GradientTransformation(init, update)
+        return mark_flat_ready(GradientTransformation(init, update))
 
     return wrapped
 

@@ -9,8 +9,20 @@ import jax
 import numpy as np
 
 from optjax import tree
-from optjax.core import GradientTransformation, OptState, Params, _extra_args_filter, set_to_zero
-from optjax.flat import as_tree, per_leaf
+from optjax.base import GradientTransformation, OptState, Params
+from optjax.core import extra_args_filter, set_to_zero
+from optjax.flat import per_leaf
+
+__all__ = [
+    "MaskedNode",
+    "MaskedState",
+    "MultiTransformState",
+    "freeze",
+    "mask_leaves",
+    "masked",
+    "multi_transform",
+    "prefix_leaves",
+]
 
 
 class MaskedNode(NamedTuple):
@@ -45,7 +57,8 @@ def _as_bool(value, where: str) -> bool:
 def prefix_leaves(prefix, full, what: str, full_name: str = "params") -> list:
     """One entry of ``prefix`` per leaf of ``full``: ``prefix`` has ``full``'s structure, or a
     prefix of it whose leaves stand for whole subtrees (``{'encoder': False, 'head': True}``)."""
-    entries, treedef = jax.tree_util.tree_flatten_with_path(prefix)
+    entries, treedef_ = jax.tree_util.tree_flatten_with_path(prefix)
+    treedef: Any = treedef_  # a PyTreeDef (untyped in jaxlib)
     try:
         subtrees = treedef.flatten_up_to(full)
     except (ValueError, TypeError):
@@ -70,13 +83,14 @@ def mask_leaves(mask, like) -> list[bool]:
 
 def _select(x, keep: list[bool]):
     """``x`` with each leaf not kept replaced by MaskedNode()."""
-    leaves, treedef = jax.tree.flatten(x)
+    leaves, treedef_ = jax.tree.flatten(x)
+    treedef: Any = treedef_  # a PyTreeDef (untyped in jaxlib)
     return treedef.unflatten([leaf if k else MaskedNode() for leaf, k in zip(leaves, keep)])
 
 
 def _masked_step(inner, keep, updates, inner_state, params, extra_args):
     """Run ``inner`` on the kept leaves: (its updates, one per leaf or None, its new state)."""
-    extra_args = _extra_args_filter(inner.update)(extra_args)
+    extra_args = extra_args_filter(inner.update)(extra_args)
     new, inner_state = inner.update(
         _select(updates, keep),
         inner_state,
@@ -110,12 +124,9 @@ def masked(
         {'b': Array([1.], dtype=float32), 'w': Array([-0.1], dtype=float32)}
     """
 
-    # Masks are per leaf: on the flat layout (optjax.flat) this runs on the tree of views.
     def init(params):
-        params = as_tree(params)
         return MaskedState(inner.init(_select(params, mask_leaves(mask, params))))
 
-    @per_leaf
     def update(updates, state, params=None, **extra_args):
         keep = mask_leaves(mask, params if params is not None else updates)
         new, inner_state = _masked_step(inner, keep, updates, state.inner_state, params, extra_args)
@@ -123,7 +134,8 @@ def masked(
         merged = [u if k else g for u, g, k in zip(new, leaves, keep)]
         return treedef.unflatten(merged), MaskedState(inner_state)
 
-    return GradientTransformation(init, update)
+    # A mask is per leaf: on the flat layout (optjax.flat) this runs on the tree of views.
+    return per_leaf(GradientTransformation(init, update))
 
 
 def freeze(mask: Any | Callable[[Params], Any]) -> GradientTransformation:
@@ -173,7 +185,6 @@ def multi_transform(
         return [label for _, label in labels]
 
     def init(params):
-        params = as_tree(params)  # labels are per leaf: on the flat layout, its views
         labels = labels_of(params)
         return MultiTransformState(
             {
@@ -182,7 +193,6 @@ def multi_transform(
             }
         )
 
-    @per_leaf
     def update(updates, state, params=None, **extra_args):
         labels = labels_of(params if params is not None else updates)
         out = [None] * len(labels)
@@ -196,4 +206,5 @@ def multi_transform(
             out = [u if k else o for u, o, k in zip(new, out, keep)]
         return jax.tree.structure(updates).unflatten(out), MultiTransformState(new_states)
 
-    return GradientTransformation(init, update)
+    # Labels are per leaf: on the flat layout (optjax.flat) this runs on the tree of views.
+    return per_leaf(GradientTransformation(init, update))
