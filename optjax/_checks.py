@@ -7,11 +7,11 @@ when the transform is built, so they are accepted unchecked.
 
 from __future__ import annotations
 
-import numpy as np
 import jax
+import numpy as np
 
 
-def _concrete(value):
+def concrete(value):
     """The value as a NumPy array, or None where it cannot be checked now."""
     if callable(value) or isinstance(value, jax.core.Tracer):
         return None
@@ -21,8 +21,8 @@ def _concrete(value):
         raise ValueError(f"expected a number, got {value!r}") from None
 
 
-def _check(name, value, ok, allowed):
-    x = _concrete(value)
+def check_value(name, value, ok, allowed):
+    x = concrete(value)
     if x is None:
         return
     if not np.all(ok(x)):
@@ -30,29 +30,31 @@ def _check(name, value, ok, allowed):
 
 
 def check_nonnegative(name: str, value) -> None:
-    _check(name, value, lambda x: x >= 0, "a number >= 0")
+    check_value(name, value, lambda x: x >= 0, "a number >= 0")
 
 
 def check_positive(name: str, value) -> None:
-    _check(name, value, lambda x: x > 0, "a number > 0")
+    check_value(name, value, lambda x: x > 0, "a number > 0")
 
 
 def check_decay(name: str, value) -> None:
     """Decay rates of moving averages live in [0, 1)."""
-    _check(name, value, lambda x: (x >= 0) & (x < 1), "in [0, 1)")
+    check_value(name, value, lambda x: (x >= 0) & (x < 1), "in [0, 1)")
 
 
 def check_unit_interval(name: str, value) -> None:
-    _check(name, value, lambda x: (x >= 0) & (x <= 1), "in [0, 1]")
+    check_value(name, value, lambda x: (x >= 0) & (x <= 1), "in [0, 1]")
 
 
 def check_finite(name: str, value) -> None:
-    _check(name, value, np.isfinite, "a finite number")
+    check_value(name, value, np.isfinite, "a finite number")
 
 
 def check_learning_rate(name: str, value) -> None:
     """A learning rate (a float or a schedule) must be finite and >= 0."""
-    _check(name, value, lambda x: np.isfinite(x) & (x >= 0), "a finite number >= 0 or a schedule")
+    check_value(
+        name, value, lambda x: np.isfinite(x) & (x >= 0), "a finite number >= 0 or a schedule"
+    )
 
 
 def check_positive_int(name: str, value) -> None:

@@ -22,8 +22,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optjax._checks import _check, _concrete, check_choice, check_finite
-from optjax.core import Schedule
+from optjax._checks import check_choice, check_finite, check_value, concrete
+from optjax.base import Schedule
+
+__all__ = [
+    "constant_schedule",
+    "cosine_decay_schedule",
+    "cosine_decay_with_warm_restarts",
+    "cosine_onecycle_schedule",
+    "exponential_decay",
+    "join_schedules",
+    "linear_onecycle_schedule",
+    "linear_schedule",
+    "piecewise_constant_schedule",
+    "piecewise_interpolate_schedule",
+    "polynomial_schedule",
+    "sgdr_schedule",
+    "warmup_constant_schedule",
+    "warmup_cosine_decay_schedule",
+    "warmup_exponential_decay_schedule",
+]
 
 _F32_EPS = float(np.finfo(np.float32).eps)
 
@@ -42,26 +60,26 @@ def _step(count) -> jax.Array:
 
 def _div(a, b):
     """``a / b``: in float64 where both are known now (as Python would), else in float32."""
-    ka, kb = _concrete(a), _concrete(b)
+    ka, kb = concrete(a), concrete(b)
     return ka / kb if ka is not None and kb is not None else _f32(a) / _f32(b)
 
 
 def _mul(a, b):
     """``a * b``: in float64 where both are known now (as Python would), else in float32."""
-    ka, kb = _concrete(a), _concrete(b)
+    ka, kb = concrete(a), concrete(b)
     return ka * kb if ka is not None and kb is not None else _f32(a) * _f32(b)
 
 
-def _check_duration(name: str, value) -> None:
-    _check(name, value, lambda x: np.isfinite(x) & (x >= 0), "a finite number >= 0")
+def _check_finite_nonnegative(name: str, value) -> None:  # durations, step counts, scales
+    check_value(name, value, lambda x: np.isfinite(x) & (x >= 0), "a finite number >= 0")
 
 
-def _check_positive_duration(name: str, value) -> None:
-    _check(name, value, lambda x: np.isfinite(x) & (x > 0), "a finite number > 0")
+def _check_finite_positive(name: str, value) -> None:  # durations, exponents, rates
+    check_value(name, value, lambda x: np.isfinite(x) & (x > 0), "a finite number > 0")
 
 
 def _check_open_unit(name: str, value) -> None:
-    _check(name, value, lambda x: (x > 0) & (x < 1), "in (0, 1)")
+    check_value(name, value, lambda x: (x > 0) & (x < 1), "in (0, 1)")
 
 
 def _check_boundaries(name: str, boundaries: Sequence) -> None:
@@ -83,8 +101,17 @@ def _steps_and_scales(boundaries_and_scales) -> tuple[list, list]:
     _check_boundaries("boundaries_and_scales keys", [b for b, _ in items])
     for b, scale in items:
         name = f"boundaries_and_scales[{b}]"
-        _check(name, scale, lambda x: np.isfinite(x) & (x >= 0), "a finite number >= 0")
+        _check_finite_nonnegative(name, scale)
     return [b for b, _ in items], [scale for _, scale in items]
+
+
+def _warmup_then(init_value, peak_value, warmup_steps, decay: Schedule) -> Schedule:
+    """Linear warmup from ``init_value`` to ``peak_value`` over ``warmup_steps`` steps, then
+    ``decay`` counted from the end of the warmup."""
+    warmup = linear_schedule(init_value, peak_value, warmup_steps)
+    return lambda count: jnp.where(
+        _step(count) < _f32(warmup_steps), warmup(count), decay(_step(count) - _f32(warmup_steps))
+    )
 
 
 def _half_cosine(remaining, total) -> jax.Array:
@@ -145,9 +172,9 @@ def polynomial_schedule(
     """
     check_finite("init_value", init_value)
     check_finite("end_value", end_value)
-    _check("power", power, lambda x: np.isfinite(x) & (x > 0), "a finite number > 0")
-    _check_duration("transition_steps", transition_steps)
-    _check_duration("transition_begin", transition_begin)
+    _check_finite_positive("power", power)
+    _check_finite_nonnegative("transition_steps", transition_steps)
+    _check_finite_nonnegative("transition_begin", transition_begin)
 
     def schedule(count):
         _, remaining = _progress(_step(count), transition_begin, transition_steps)
@@ -176,8 +203,8 @@ def linear_schedule(
     """
     check_finite("init_value", init_value)
     check_finite("end_value", end_value)
-    _check_duration("transition_steps", transition_steps)
-    _check_duration("transition_begin", transition_begin)
+    _check_finite_nonnegative("transition_steps", transition_steps)
+    _check_finite_nonnegative("transition_begin", transition_begin)
 
     def schedule(count):
         done, remaining = _progress(_step(count), transition_begin, transition_steps)
@@ -224,12 +251,12 @@ def exponential_decay(
         Array(0.3, dtype=float32)
     """
     check_finite("init_value", init_value)
-    _check_duration("transition_steps", transition_steps)
-    _check("decay_rate", decay_rate, lambda x: np.isfinite(x) & (x > 0), "a finite number > 0")
-    _check_duration("transition_begin", transition_begin)
+    _check_finite_nonnegative("transition_steps", transition_steps)
+    _check_finite_positive("decay_rate", decay_rate)
+    _check_finite_nonnegative("transition_begin", transition_begin)
     if end_value is not None:
         check_finite("end_value", end_value)
-        init, rate, end = (_concrete(x) for x in (init_value, decay_rate, end_value))
+        init, rate, end = (concrete(x) for x in (init_value, decay_rate, end_value))
         if init is not None and rate is not None and end is not None:
             direction = np.sign(init) * np.sign(rate - 1.0)
             if np.any((direction < 0) & (end > init)) or np.any((direction > 0) & (end < init)):
@@ -240,7 +267,7 @@ def exponential_decay(
                 )
     # r^p: with pow where r is a float32 number (exact for r = 0.5, ...); otherwise as
     # exp(p log r) with log r taken in float64 now, which stays accurate in float32 for large p.
-    rate_known = _concrete(decay_rate)
+    rate_known = concrete(decay_rate)
     log_rate = np.log(rate_known) if rate_known is not None else None
     use_pow = rate_known is not None and bool(np.all(np.float32(rate_known) == rate_known))
 
@@ -324,9 +351,9 @@ def cosine_decay_schedule(
     Reference: Loshchilov & Hutter, "SGDR: Stochastic Gradient Descent with Warm Restarts", 2017.
     """
     check_finite("init_value", init_value)
-    _check_positive_duration("decay_steps", decay_steps)
-    _check("alpha", alpha, lambda x: (x >= 0) & (x <= 1), "in [0, 1]")
-    _check("exponent", exponent, lambda x: np.isfinite(x) & (x > 0), "a finite number > 0")
+    _check_finite_positive("decay_steps", decay_steps)
+    check_value("alpha", alpha, lambda x: (x >= 0) & (x <= 1), "in [0, 1]")
+    _check_finite_positive("exponent", exponent)
     cosine = _cosine_to(1.0, alpha, decay_steps, exponent)
     return lambda count: _f32(init_value) * cosine(count)
 
@@ -389,20 +416,17 @@ def warmup_cosine_decay_schedule(
     check_finite("init_value", init_value)
     check_finite("peak_value", peak_value)
     check_finite("end_value", end_value)
-    _check_duration("warmup_steps", warmup_steps)
-    _check_positive_duration("decay_steps", decay_steps)
-    _check("exponent", exponent, lambda x: np.isfinite(x) & (x > 0), "a finite number > 0")
-    w, d = _concrete(warmup_steps), _concrete(decay_steps)
+    _check_finite_nonnegative("warmup_steps", warmup_steps)
+    _check_finite_positive("decay_steps", decay_steps)
+    _check_finite_positive("exponent", exponent)
+    w, d = concrete(warmup_steps), concrete(decay_steps)
     if w is not None and d is not None and not d > w:
         raise ValueError(
             f"decay_steps must be > warmup_steps={warmup_steps!r} (it counts the warmup too), "
             f"got decay_steps={decay_steps!r}"
         )
-    warmup = linear_schedule(init_value, peak_value, warmup_steps)
     decay = _cosine_to(peak_value, end_value, decay_steps - warmup_steps, exponent)
-    return lambda count: jnp.where(
-        _step(count) < _f32(warmup_steps), warmup(count), decay(_step(count) - _f32(warmup_steps))
-    )
+    return _warmup_then(init_value, peak_value, warmup_steps, decay)
 
 
 def warmup_exponential_decay_schedule(
@@ -428,14 +452,11 @@ def warmup_exponential_decay_schedule(
         Array([0.5 , 1.  , 0.5 , 0.25], dtype=float32)
     """
     check_finite("init_value", init_value)
-    _check_duration("warmup_steps", warmup_steps)
-    warmup = linear_schedule(init_value, peak_value, warmup_steps)
+    _check_finite_nonnegative("warmup_steps", warmup_steps)
     decay = exponential_decay(
         peak_value, transition_steps, decay_rate, transition_begin, staircase, end_value
     )
-    return lambda count: jnp.where(
-        _step(count) < _f32(warmup_steps), warmup(count), decay(_step(count) - _f32(warmup_steps))
-    )
+    return _warmup_then(init_value, peak_value, warmup_steps, decay)
 
 
 def cosine_decay_with_warm_restarts(
@@ -472,15 +493,15 @@ def cosine_decay_with_warm_restarts(
     eq. 5.
     """
     check_finite("init_value", init_value)
-    _check_positive_duration("first_period", first_period)
-    _check("t_mul", t_mul, lambda x: np.isfinite(x) & (x >= 1), "a finite number >= 1")
-    _check("m_mul", m_mul, lambda x: np.isfinite(x) & (x >= 0), "a finite number >= 0")
-    _check("alpha", alpha, lambda x: (x >= 0) & (x <= 1), "in [0, 1]")
+    _check_finite_positive("first_period", first_period)
+    check_value("t_mul", t_mul, lambda x: np.isfinite(x) & (x >= 1), "a finite number >= 1")
+    _check_finite_nonnegative("m_mul", m_mul)
+    check_value("alpha", alpha, lambda x: (x >= 0) & (x <= 1), "in [0, 1]")
 
     # t_mul^i is taken with pow where t_mul is a float32 number (exact for 2, 3, 1.5, 1.25, ...),
     # else (1.1, 1.01, ...) as exp(i log t_mul) from float64 log t_mul, with expm1 for
     # t_mul^i - 1 so that it stays precise near 0.
-    known = _concrete(t_mul)
+    known = concrete(t_mul)
     use_pow = known is None or bool(np.float32(known) == known)
     log_known = None if known is None else np.log(known)
 
@@ -528,7 +549,8 @@ def sgdr_schedule(cosine_kwargs: Iterable[Mapping[str, float]]) -> Schedule:
     cosine_kwargs = [dict(kwargs) for kwargs in cosine_kwargs]
     if not cosine_kwargs:
         raise ValueError("cosine_kwargs must hold at least one cycle, got cosine_kwargs=[]")
-    boundaries, end = [], 0
+    boundaries: list[int] = []
+    end = 0
     for i, kwargs in enumerate(cosine_kwargs):
         steps = kwargs.get("decay_steps")
         if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
@@ -592,18 +614,18 @@ def piecewise_interpolate_schedule(
 
 def _onecycle_bound(pct, steps):
     """``floor(pct * steps)``: in float64 where both are known, so it agrees with optax's int()."""
-    p, s = _concrete(pct), _concrete(steps)
+    p, s = concrete(pct), concrete(steps)
     if p is not None and s is not None:
         return math.floor(float(p) * float(s))
     return jnp.floor(_f32(pct) * _f32(steps))
 
 
 def _check_onecycle(transition_steps, peak_value, pct_start, div_factor, final_div_factor):
-    _check_positive_duration("transition_steps", transition_steps)
+    _check_finite_positive("transition_steps", transition_steps)
     check_finite("peak_value", peak_value)
     _check_open_unit("pct_start", pct_start)
-    _check_positive_duration("div_factor", div_factor)
-    _check_positive_duration("final_div_factor", final_div_factor)
+    _check_finite_positive("div_factor", div_factor)
+    _check_finite_positive("final_div_factor", final_div_factor)
 
 
 def linear_onecycle_schedule(
@@ -631,8 +653,8 @@ def linear_onecycle_schedule(
     Large Learning Rates", 2017.
     """
     _check_onecycle(transition_steps, peak_value, pct_start, div_factor, final_div_factor)
-    _check("pct_final", pct_final, lambda x: (x > 0) & (x <= 1), "in (0, 1]")
-    start, final = _concrete(pct_start), _concrete(pct_final)
+    check_value("pct_final", pct_final, lambda x: (x > 0) & (x <= 1), "in (0, 1]")
+    start, final = concrete(pct_start), concrete(pct_final)
     if start is not None and final is not None and not final > start:
         raise ValueError(
             f"pct_final must be in (pct_start, 1] = ({pct_start!r}, 1], got pct_final={pct_final!r}"
