@@ -304,8 +304,11 @@ def test_inject_hyperparams_passes_static_arguments_through():
 
 def test_inject_hyperparams_keeps_floats_the_factory_branches_on_static():
     def factory(learning_rate, clip=0.0):  # a float that removes a step when 0 cannot be traced
-        return optjax.sgd(learning_rate) if clip == 0.0 else optjax.chain(
-            optjax.clip(clip), optjax.sgd(learning_rate))
+        return (
+            optjax.sgd(learning_rate)
+            if clip == 0.0
+            else optjax.chain(optjax.clip(clip), optjax.sgd(learning_rate))
+        )
 
     state = optjax.inject_hyperparams(factory)(learning_rate=1.0).init(_params())
     assert "clip" not in state.hyperparams and "learning_rate" in state.hyperparams
@@ -386,11 +389,11 @@ def test_multisteps_sum_and_schedule_of_k():
 
 def test_multisteps_accumulator_dtype_and_protocols():
     params = _params(jnp.bfloat16)
-    tx = optjax.MultiSteps(optjax.adam(0.1), 2, accumulator_dtype=jnp.float32)
+    tx = optjax.MultiSteps(optjax.adam(0.1), 2, accumulator_dtype=jnp.bfloat16)
     state = tx.init(params)
-    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state.acc_grads))
-    assert all(
-        x.dtype == jnp.bfloat16
+    assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(state.acc_grads))
+    assert all(  # by default, float32 at least
+        x.dtype == jnp.float32
         for x in jax.tree.leaves(optjax.MultiSteps(optjax.adam(0.1), 2).init(params).acc_grads)
     )
     as_tx = tx.gradient_transformation()
@@ -401,6 +404,23 @@ def test_multisteps_accumulator_dtype_and_protocols():
         ValueError, match="every_k_schedule must be an integer >= 1, got every_k_schedule=0"
     ):
         optjax.MultiSteps(optjax.adam(0.1), 0)
+
+
+def test_multisteps_sums_low_precision_gradients_in_float32_by_default():
+    # 1 + 3 * 2^-9: in bf16 each 2^-9 is under half an ulp of 1 and rounds away; in float32 the
+    # sum is 1.005859, which rounds once, to the bf16 above 1, 1 + 2^-7, when it reaches sgd.
+    grads = [1.0, 2.0**-9, 2.0**-9, 2.0**-9]
+    p = jnp.zeros(1, jnp.bfloat16)
+
+    def last_update(**kwargs):
+        tx = optjax.MultiSteps(optjax.sgd(1.0), 4, use_grad_mean=False, **kwargs)
+        state = tx.init(p)
+        for g in grads:
+            u, state = tx.update(jnp.full(1, g, jnp.bfloat16), state, p)
+        return float(u[0])
+
+    assert last_update() == -(1 + 2.0**-7)
+    assert last_update(accumulator_dtype=jnp.bfloat16) == -1.0  # what the float32 default avoids
 
 
 def test_multisteps_skips_non_finite_mini_batches():
@@ -464,8 +484,9 @@ def _quad_grads(p, i):
     return {"x": (A * np.asarray(p["x"], np.float64) + np.cos(i)).astype(np.float32)}
 
 
-def test_lookahead_matches_the_papers_algorithm():
-    lr, k, alpha, steps = 0.1, 3, 0.5, 10
+@pytest.mark.parametrize("alpha", [0.5, 0.2, 0.8, 1.0])  # not only 0.5, where alpha = 1 - alpha
+def test_lookahead_matches_the_papers_algorithm(alpha):
+    lr, k, steps = 0.1, 3, 10
     out = _run(
         optjax.lookahead(optjax.sgd(lr), sync_period=k, slow_step_size=alpha),
         {"x": jnp.ones(3)},

@@ -10,7 +10,17 @@ import jax.numpy as jnp
 
 from optjax import tree
 from optjax._checks import check_positive_int
-from optjax.core import GradientTransformation, OptState, Params, Updates, _extra_args_filter
+from optjax.base import GradientTransformation, OptState, Params, Updates
+from optjax.core import extra_args_filter
+from optjax.flat import as_flat_ready, mark_flat_ready
+
+__all__ = [
+    "ApplyIfFiniteState",
+    "MultiSteps",
+    "MultiStepsState",
+    "apply_if_finite",
+    "skip_not_finite",
+]
 
 
 def _zero_updates(inner_update, updates, state, params, extra_args):
@@ -50,8 +60,9 @@ class MultiSteps:
 
         G = sum_{j=1..k} g_j;   on the k-th call  u = opt(G / k)  (or opt(G)),   otherwise u = 0
 
-    k may be a schedule of the number of inner steps taken. The accumulator has the params'
-    dtype unless ``accumulator_dtype`` is given (e.g. float32 for bf16 params). With
+    k may be a schedule of the number of inner steps taken. The accumulator has the params' dtype
+    in float32 at least (bf16 or fp16 gradients are summed in float32, where small gradients do
+    not round away), unless ``accumulator_dtype`` is given. With
     ``should_skip_update_fn(updates, gradient_step, params) -> (skip, skip_state)`` a mini-step
     whose skip is True changes nothing but skip_state. Usable directly as a transform (``init``,
     ``update``) or through ``gradient_transformation()``.
@@ -74,12 +85,13 @@ class MultiSteps:
     ):
         if not callable(every_k_schedule):
             check_positive_int("every_k_schedule", every_k_schedule)
-        self.opt = opt
+        self.opt = as_flat_ready(opt)
         self.every_k_schedule = every_k_schedule
         self.use_grad_mean = use_grad_mean
         self.should_skip_update_fn = should_skip_update_fn
         self.accumulator_dtype = accumulator_dtype
-        self._keep = _extra_args_filter(opt.update)
+        self._keep = extra_args_filter(opt.update)
+        mark_flat_ready(self)  # the sums are elementwise; the inner transform is flat-ready
 
     def _k(self, gradient_step):
         k = self.every_k_schedule
@@ -95,9 +107,15 @@ class MultiSteps:
             jnp.zeros([], jnp.int32),
             jnp.zeros([], jnp.int32),
             self.opt.init(params),
-            tree.zeros_like(params, self.accumulator_dtype),
+            self._zero_accumulator(params),
             skip_state,
         )
+
+    def _zero_accumulator(self, params: Params) -> Updates:
+        """Zeros for the gradient sum: in ``accumulator_dtype``, else float32 at least."""
+        if self.accumulator_dtype is not None:
+            return tree.zeros_like(params, self.accumulator_dtype)
+        return jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), tree.compute_dtype(p.dtype)), params)
 
     def update(
         self, updates: Updates, state: MultiStepsState, params: Params | None = None, **extra_args
@@ -178,7 +196,8 @@ def apply_if_finite(
         (Array([0.], dtype=float32), 1)
     """
     check_positive_int("max_consecutive_errors", max_consecutive_errors)
-    keep = _extra_args_filter(inner.update)
+    inner = as_flat_ready(inner)
+    keep = extra_args_filter(inner.update)
 
     def init(params):
         zero = jnp.zeros([], jnp.int32)
@@ -200,4 +219,4 @@ def apply_if_finite(
         total = jnp.where(finite, state.total_notfinite, tree.safe_increment(state.total_notfinite))
         return new_updates, ApplyIfFiniteState(notfinite_count, finite, total, inner_state)
 
-    return GradientTransformation(init, update)
+    return mark_flat_ready(GradientTransformation(init, update))
