@@ -1,12 +1,12 @@
 """The transform algebra: chain, named_chain, stateless transforms, apply_updates, interop with
 optax and flax.nnx, and the tree-structure errors."""
 
-import flax.nnx as nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import nnx
 
 import optjax
 
@@ -81,6 +81,28 @@ def test_apply_updates_keeps_param_dtype(dtype):
     assert all(x.dtype == dtype for x in jax.tree.leaves(out))
     np.testing.assert_allclose(np.asarray(out["a"], np.float32), 1.25)
     np.testing.assert_allclose(np.asarray(out["b"], np.float32), 0.5)
+
+
+@pytest.mark.parametrize("p_dtype", [jnp.bfloat16, jnp.float16, jnp.float32])
+def test_apply_updates_rounds_once_to_the_params_dtype(p_dtype):
+    # Values that no low-precision format holds: p + u formed in the wider dtype, then rounded
+    # once, is the correctly rounded sum; rounding u to p's dtype first (twice in all) is not.
+    rng = np.random.default_rng(0)
+    p64 = rng.uniform(0.5, 2.0, 4096)
+    u64 = rng.uniform(-1e-2, 1e-2, 4096)
+    params = jnp.asarray(p64, p_dtype)
+    for u_dtype in (jnp.float32, jnp.float64) if p_dtype == jnp.float32 else (jnp.float32,):
+        if u_dtype == jnp.float64 and not jax.config.jax_enable_x64:
+            continue
+        updates = jnp.asarray(u64, u_dtype)
+        got = optjax.apply_updates(params, updates)
+        exact = np.asarray(params, np.float64) + np.asarray(updates, np.float64)
+        want = jnp.asarray(exact.astype(np.float32), p_dtype)  # one rounding (f32 holds it)
+        assert got.dtype == p_dtype
+        np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(want, np.float32))
+        twice = params + updates.astype(p_dtype)
+        if p_dtype != jnp.float32:  # the test can tell one rounding from two
+            assert not np.array_equal(np.asarray(twice, np.float32), np.asarray(got, np.float32))
 
 
 def test_apply_updates_skips_none_updates():
