@@ -90,7 +90,10 @@ def test_matches_optax_step_by_step(name, kwargs, standard_promotion):
     with jax.enable_x64(True):
         params = _params(jnp.float64)
         rng = np.random.default_rng(1)
-        grads = [jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape)), params) for _ in range(STEPS)]
+        grads = [
+            jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape)), params)
+            for _ in range(STEPS)
+        ]
         ours = _trajectory(getattr(optjax, name)(**kwargs), optjax.apply_updates, params, grads)
         theirs = _trajectory(getattr(optax, name)(**kwargs), optax.apply_updates, params, grads)
     for (u, p), (u_ref, p_ref) in zip(ours, theirs, strict=True):
@@ -170,7 +173,10 @@ def test_adafactor_default_uses_relative_step(standard_promotion):
     relative_step = lambda count: jnp.minimum(1e-2, 1.0 / jnp.sqrt(count + 1.0))
     params = _params(jnp.float32)
     rng = np.random.default_rng(4)
-    grads = [jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), params) for _ in range(5)]
+    grads = [
+        jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), params)
+        for _ in range(5)
+    ]
     ours = _trajectory(optjax.adafactor(), optjax.apply_updates, params, grads)
     theirs = _trajectory(optax.adafactor(relative_step), optax.apply_updates, params, grads)
     for (_, p), (_, p_ref) in zip(ours, theirs):

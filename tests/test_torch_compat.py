@@ -158,13 +158,14 @@ def test_signature_matches_torch(name):
     argument taken by position here is taken at the same position by torch."""
     meta = golden(name)["meta"]
     parameters = inspect.signature(getattr(torch_compat, name)).parameters.values()
-    defaults = {p.name: list(p.default) if isinstance(p.default, tuple) else p.default
-                for p in parameters}  # JSON holds tuples as lists
+    defaults = {
+        p.name: list(p.default) if isinstance(p.default, tuple) else p.default for p in parameters
+    }  # JSON holds tuples as lists
     assert defaults == meta["defaults"]
     assert list(defaults) == list(meta["defaults"])
     ours = [p.name for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD]
     assert ours == meta["positional"][: len(ours)]
-    assert not set(meta["positional"][len(ours):]) & set(ours)
+    assert not set(meta["positional"][len(ours) :]) & set(ours)
 
 
 def _chain_lr(lr, *transforms):
@@ -174,23 +175,45 @@ def _chain_lr(lr, *transforms):
 # (name, recorded setting, what is changed, the changed transform): each must miss the golden by
 # far more than the tolerance, so the goldens pin down every torch detail listed here.
 MUTATIONS = [
-    ("SGD", 2, "dampening also at step 1", lambda: _chain_lr(
-        0.05, optjax.add_decayed_weights(0.1), optjax.scale(0.5), optjax.trace(0.9))),
+    (
+        "SGD",
+        2,
+        "dampening also at step 1",
+        lambda: _chain_lr(
+            0.05, optjax.add_decayed_weights(0.1), optjax.scale(0.5), optjax.trace(0.9)
+        ),
+    ),
     ("SGD", 3, "no nesterov", lambda: build("SGD", 3, nesterov=False)),
-    ("Adam", 2, "max of the corrected nu", lambda: _chain_lr(
-        0.02, optjax.scale_by_amsgrad(0.8, 0.99))),
+    (
+        "Adam",
+        2,
+        "max of the corrected nu",
+        lambda: _chain_lr(0.02, optjax.scale_by_amsgrad(0.8, 0.99)),
+    ),
     ("Adam", 3, "decoupled weight decay", lambda: build("Adam", 3, decoupled_weight_decay=True)),
     ("Adam", 6, "constant lr", lambda: build("Adam", 6, lr=0.05)),
     ("NAdam", 2, "default momentum_decay", lambda: build("NAdam", 2, momentum_decay=4e-3)),
     ("NAdam", 1, "constant momentum (optjax.nadam)", lambda: optjax.nadam(0.02)),
-    ("RAdam", 3, "eps on the corrected nu", lambda: _chain_lr(
-        0.02, optjax.scale_by_radam(0.9, 0.999, 0.1))),
+    (
+        "RAdam",
+        3,
+        "eps on the corrected nu",
+        lambda: _chain_lr(0.02, optjax.scale_by_radam(0.9, 0.999, 0.1)),
+    ),
     ("RAdam", 5, "coupled weight decay", lambda: build("RAdam", 5, decoupled_weight_decay=False)),
     ("Adagrad", 1, "no lr_decay", lambda: build("Adagrad", 1, lr_decay=0.0)),
-    ("Adagrad", 2, "eps inside the root", lambda: _chain_lr(
-        0.1, optjax.scale_by_rss(0.5, 0.1, eps_in_sqrt=True))),
-    ("Adamax", 2, "eps outside the max", lambda: _chain_lr(
-        0.02, optjax.scale_by_adamax(0.9, 0.95, 0.2, eps_in_max=False))),
+    (
+        "Adagrad",
+        2,
+        "eps inside the root",
+        lambda: _chain_lr(0.1, optjax.scale_by_rss(0.5, 0.1, eps_in_sqrt=True)),
+    ),
+    (
+        "Adamax",
+        2,
+        "eps outside the max",
+        lambda: _chain_lr(0.02, optjax.scale_by_adamax(0.9, 0.95, 0.2, eps_in_max=False)),
+    ),
     ("RMSprop", 1, "eps inside the root", lambda: optjax.rmsprop(0.01, 0.9, 0.1, eps_in_sqrt=True)),
     ("RMSprop", 2, "not centered", lambda: build("RMSprop", 2, centered=False)),
     ("Adafactor", 2, "default eps[0]", lambda: build("Adafactor", 2, eps=(None, 1e-2))),

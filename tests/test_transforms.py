@@ -335,6 +335,8 @@ def test_dtypes_kept_and_traced_once(name):
 
 
 COUNTED = sorted(name for name in ALL if has_count(ALL[name]().init(jnp.zeros(2))))
+
+
 @pytest.mark.parametrize("name", COUNTED)
 def test_step_count_saturates_at_int32_max(name):
     jitted = _JITTED[name]
