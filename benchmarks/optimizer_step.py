@@ -89,7 +89,7 @@ def tree_shapes(name: str, quick: bool) -> list[tuple[int, ...]]:
     for _ in range(layers):
         shapes += [(d,), (d,), (d, 3 * d), (3 * d,), (d, d), (d,)]
         shapes += [(d,), (d,), (d, 4 * d), (4 * d,), (4 * d, d), (d,)]
-    return shapes + [(d,), (d,)]
+    return [*shapes, (d,), (d,)]
 
 
 def make_arrays(shapes, seed):

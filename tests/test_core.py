@@ -159,7 +159,7 @@ def test_flax_nnx_optimizer_accepts_optjax_transforms(standard_promotion):
         return losses, model.kernel[...]
 
     losses, kernel = train(optjax.adam(0.05))
-    losses_ref, kernel_ref = train(optax.adam(0.05))
+    _, kernel_ref = train(optax.adam(0.05))
     assert losses[-1] < losses[0]
     np.testing.assert_allclose(kernel, kernel_ref, rtol=1e-5, atol=1e-6)
 

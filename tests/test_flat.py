@@ -397,7 +397,7 @@ def test_a_transform_that_is_not_flat_ready_runs_on_the_views_in_a_chain():
     params = make_params()
     params.pop("half")  # one dtype, one buffer: a wrong per-buffer RMS would show on every leaf
     grads = make_grads(params, 3)
-    make = lambda: optjax.chain(normalize_each_leaf(), optjax.sgd(0.1))  # noqa: E731
+    make = lambda: optjax.chain(normalize_each_leaf(), optjax.sgd(0.1))
     assert not flat.is_flat_ready(normalize_each_leaf())
     want = trajectory(make(), params, grads)
     got = trajectory(make(), params, grads, pack=flat.FlatLayout.of(params).flatten)

@@ -96,7 +96,7 @@ def piecewise_interpolate_spec(t, kind, init, boundaries_and_scales):
 def linear_onecycle_spec(t, steps, peak, pct_start=0.3, pct_final=0.85, div=25.0, final_div=1e4):
     v0 = peak / div
     points = [(0, v0), (int(pct_start * steps), peak), (int(pct_final * steps), v0)]
-    return interpolate_spec(t, "linear", points + [(steps, v0 / final_div)])
+    return interpolate_spec(t, "linear", [*points, (steps, v0 / final_div)])
 
 
 def cosine_onecycle_spec(t, steps, peak, pct_start=0.3, div=25.0, final_div=1e4):
