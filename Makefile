@@ -1,12 +1,16 @@
 # Two commands run everything: `make train` and `make test`. Each builds .venv on first use.
+# CI (.ci/run) runs `make lint typecheck docs test`; `make test-min` checks the lower bounds.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+MIN_VENV ?= .venv-min
 SHARED_DATA := $(abspath ../shared/data)
 export OPTJAX_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)/mnist),$(SHARED_DATA),)
+LINT_PATHS := optjax tests benchmarks notebooks/run.py docs
 
-.PHONY: train test notebooks venv clean
+.PHONY: train test notebooks lint typecheck docs test-min venv clean
 
+# A changed pyproject.toml reinstalls.
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
@@ -24,5 +28,27 @@ test: venv
 notebooks: venv
 	$(BIN)/python notebooks/run.py
 
+# Both checks run and report; either failing fails the target.
+lint: venv
+	@status=0; \
+	$(BIN)/ruff check $(LINT_PATHS) || status=1; \
+	$(BIN)/ruff format --check $(LINT_PATHS) || status=1; \
+	exit $$status
+
+typecheck: venv
+	$(BIN)/mypy
+
+# The API reference, from the docstrings; any warning is an error.
+docs: venv
+	$(BIN)/sphinx-build -W --keep-going -E -q -b html docs docs/_build/html
+
+# The whole suite on the lowest declared versions (constraints-min.txt), in a fresh venv.
+test-min:
+	rm -rf $(MIN_VENV)
+	$(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/pip install --quiet --upgrade pip
+	$(MIN_VENV)/bin/pip install --quiet -c constraints-min.txt -e '.[dev]'
+	$(MIN_VENV)/bin/python -m pytest -q
+
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(MIN_VENV) docs/_build
