@@ -24,6 +24,7 @@ train: venv
 
 test: venv
 	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q tests/multidevice  # 8 simulated devices: a process of their own
 
 notebooks: venv
 	$(BIN)/python notebooks/run.py

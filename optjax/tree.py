@@ -143,13 +143,17 @@ def unzip(like, tuples, n: int) -> tuple:
 
 
 def zeros_like(tree, dtype=None):
-    """Zeros shaped like ``tree``; with ``dtype``, in that dtype instead of each leaf's own."""
-    return jax.tree.map(lambda x: jnp.zeros(jnp.shape(x), dtype or jnp.result_type(x)), tree)
+    """Zeros shaped like ``tree``; with ``dtype``, in that dtype instead of each leaf's own.
+
+    Each leaf is built from the parameter itself, not from its shape, so it carries the
+    parameter's sharding (and, under jit on a mesh with Explicit axes, its sharding type).
+    """
+    return jax.tree.map(lambda x: jnp.zeros_like(x, dtype or jnp.result_type(x)), tree)
 
 
 def full_like(tree, value, dtype=None):
-    """Arrays filled with ``value``, shaped like ``tree``."""
-    return jax.tree.map(lambda x: jnp.full(jnp.shape(x), value, dtype or jnp.result_type(x)), tree)
+    """Arrays filled with ``value``, shaped (and sharded) like ``tree``."""
+    return jax.tree.map(lambda x: jnp.full_like(x, value, dtype or jnp.result_type(x)), tree)
 
 
 def cast(tree, dtype):

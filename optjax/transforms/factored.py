@@ -95,8 +95,9 @@ def _factored_init(dims_of):
             if dims is None:
                 return None, None, jnp.zeros_like(p)
             d_col, d_row = dims  # R reduces over d_row, C over d_col
-            row = jnp.zeros(np.delete(jnp.shape(p), d_row), p.dtype)
-            col = jnp.zeros(np.delete(jnp.shape(p), d_col), p.dtype)
+            # Zeros like a reduction of p: the parameter's sharding without the reduced axis.
+            row = jnp.zeros_like(jnp.sum(p, axis=d_row), p.dtype)
+            col = jnp.zeros_like(jnp.sum(p, axis=d_col), p.dtype)
             return row, col, None
 
         v_row, v_col, v = tree.unzip(params, jax.tree.map(leaf, params), 3)

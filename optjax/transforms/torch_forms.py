@@ -142,9 +142,9 @@ def scale_by_factored_rms_torch(
         def leaf(p):  # None: an unused field, an empty node (no buffer)
             if jnp.ndim(p) < 2:
                 return None, None, jnp.zeros_like(p)
-            shape = jnp.shape(p)
-            row = jnp.zeros((*shape[:-1], 1), p.dtype)
-            col = jnp.zeros((*shape[:-2], 1, shape[-1]), p.dtype)
+            # Zeros like a reduction of p: the parameter's sharding without the reduced axis.
+            row = jnp.zeros_like(jnp.sum(p, axis=-1, keepdims=True), p.dtype)
+            col = jnp.zeros_like(jnp.sum(p, axis=-2, keepdims=True), p.dtype)
             return row, col, None
 
         v_row, v_col, v = tree.unzip(params, jax.tree.map(leaf, params), 3)

@@ -27,7 +27,12 @@ def _zero_updates(inner_update, updates, state, params, extra_args):
     """Zeros shaped and typed like what ``inner_update`` returns (both branches of a cond must
     agree, and the inner transform may change the updates' dtype)."""
     shapes, _ = jax.eval_shape(lambda: inner_update(updates, state, params, **extra_args))
-    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    return jax.tree.map(_zeros_of, shapes)
+
+
+def _zeros_of(s: jax.ShapeDtypeStruct) -> jax.Array:
+    """Zeros of an abstract value, with its sharding where it has one (a mesh's Explicit axes)."""
+    return jnp.zeros(s.shape, s.dtype, out_sharding=getattr(s, "sharding", None))
 
 
 def _all_finite(updates) -> jax.Array:
@@ -102,7 +107,7 @@ class MultiSteps:
         if self.should_skip_update_fn is not None:
             zero = jnp.zeros([], jnp.int32)
             _, skip_state = jax.eval_shape(self.should_skip_update_fn, params, zero, params)
-            skip_state = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), skip_state)
+            skip_state = jax.tree.map(_zeros_of, skip_state)
         return MultiStepsState(
             jnp.zeros([], jnp.int32),
             jnp.zeros([], jnp.int32),
@@ -115,7 +120,7 @@ class MultiSteps:
         """Zeros for the gradient sum: in ``accumulator_dtype``, else float32 at least."""
         if self.accumulator_dtype is not None:
             return tree.zeros_like(params, self.accumulator_dtype)
-        return jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), tree.compute_dtype(p.dtype)), params)
+        return jax.tree.map(lambda p: jnp.zeros_like(p, tree.compute_dtype(p.dtype)), params)
 
     def update(
         self, updates: Updates, state: MultiStepsState, params: Params | None = None, **extra_args

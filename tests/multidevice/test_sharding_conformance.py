@@ -1,0 +1,116 @@
+"""The sharding columns of the conformance table: every optimizer, torch preset and wrapper
+builds state that follows the parameters on a mesh of 8 devices.
+
+- Auto axes: each state leaf shaped like a parameter carries that parameter's sharding, a
+  factored moment the parameter's sharding without its reduced axis, and scalars (step counts,
+  hyperparameters) are replicated.
+- Explicit axes (what jax.make_mesh gives by default): the state's types (``jax.typeof``, which
+  include the sharding) are the same after ``init`` and after a jitted ``update``, for an eager
+  and a jitted ``init``, and ``jax.eval_shape(tx.init, ...)`` on abstract parameters that carry
+  shardings gives those same types without building the state.
+
+The parameters mix float32 and bf16 leaves, sharded on either axis or replicated, so one
+jitted update per row covers both dtypes.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
+from test_conformance import ROWS
+from test_conformance_wrappers import WRAPPERS
+
+import optjax
+
+SPECS = {  # float32 and bf16 leaves, sharded on either axis or replicated
+    "w": ((16, 8), jnp.float32, P("data", None)),
+    "v": ((32,), jnp.float32, P("data")),
+    "b": ((8,), jnp.float32, P()),
+    "h": ((8, 24), jnp.bfloat16, P(None, "data")),
+    "k": ((24, 40), jnp.float32, P("data", None)),  # factored, its row moment is sharded
+}
+FACTORED = {  # Adafactor with small leaves factored: the two moments of "w", "h" and "k"
+    "adafactor_factored": lambda lr: optjax.adafactor(lr, min_dim_size_to_factor=2),
+    "torch.Adafactor": ROWS["torch.Adafactor"].make,
+}
+TABLE = {name: row.make for name, row in ROWS.items()} | FACTORED
+TABLE |= {
+    f"{name}[{wrapper}]": (lambda lr, w=WRAPPERS[wrapper], m=ROWS[name].make: w(m, lr))
+    for wrapper in WRAPPERS
+    for name in ("sgd_momentum", "adamw", "adafactor", "lion", "torch.Adam")
+}
+
+
+def mesh(kind):
+    return jax.make_mesh((8,), ("data",), axis_types=(kind,))
+
+
+def make_params(m):
+    rng = np.random.default_rng(0)
+    return {
+        k: jax.device_put(jnp.asarray(rng.normal(size=shape), dtype), NamedSharding(m, spec))
+        for k, (shape, dtype, spec) in SPECS.items()
+    }
+
+
+def expected_spec(path, x):
+    """The spec a state leaf should carry: its parameter's (the last dict key on its path), or
+    for a factored moment its parameter's without the reduced axis (optjax's drops that axis,
+    torch's keeps it with size 1)."""
+    shape, _, spec = SPECS[path[-1].key]
+    spec = tuple(spec) + (None,) * (len(shape) - len(spec))
+    if x.shape == shape:
+        return spec
+    for axis in range(len(shape)):
+        if x.shape == shape[:axis] + shape[axis + 1 :]:
+            return spec[:axis] + spec[axis + 1 :]
+        if x.shape == shape[:axis] + (1,) + shape[axis + 1 :]:
+            return spec[:axis] + (None,) + spec[axis + 1 :]
+    return None
+
+
+def same_placement(spec, want):
+    trim = lambda s: tuple(s) + (None,) * 4  # noqa: E731  P("a") == P("a", None)
+    return trim(spec)[:4] == trim(want)[:4]
+
+
+def spec_of(abstract):
+    """An abstract value's spec; one built without a mesh (a scalar step count) is replicated."""
+    return P() if abstract.sharding is None else abstract.sharding.spec
+
+
+@pytest.mark.parametrize("name", sorted(TABLE))
+def test_auto_mesh_state_follows_the_params(name):
+    m = mesh(AxisType.Auto)
+    with jax.set_mesh(m):
+        state = TABLE[name](1e-2).init(make_params(m))
+    for path, x in jax.tree_util.tree_leaves_with_path(state):
+        if x.ndim == 0:
+            assert x.sharding.is_fully_replicated, (name, jax.tree_util.keystr(path))
+            continue
+        want = expected_spec(path, x)
+        assert want is not None, (name, jax.tree_util.keystr(path), x.shape)
+        assert same_placement(x.sharding.spec, want), (name, jax.tree_util.keystr(path))
+
+
+@pytest.mark.parametrize("name", sorted(TABLE))
+def test_explicit_mesh_state_types_are_stable(name):
+    m = mesh(AxisType.Explicit)
+    tx = TABLE[name](1e-2)
+    with jax.set_mesh(m):
+        params = make_params(m)
+        grads = jax.tree.map(lambda p: p * 0.5, params)
+        eager = tx.init(params)
+        jitted = jax.jit(tx.init)(params)
+        abstract = jax.eval_shape(tx.init, jax.tree.map(jax.typeof, params))
+        _, after = jax.jit(tx.update)(grads, eager, params)
+    types = [jax.typeof(x) for x in jax.tree.leaves(eager)]
+    assert types == [jax.typeof(x) for x in jax.tree.leaves(jitted)]
+    assert types == [jax.typeof(x) for x in jax.tree.leaves(after)]
+    assert [(t.shape, t.dtype, t.sharding.spec) for t in types] == [
+        (a.shape, a.dtype, spec_of(a)) for a in jax.tree.leaves(abstract)
+    ]
+    if any(t.ndim for t in types):  # state beyond step counts: some of it is sharded
+        assert any(t.ndim and any(t.sharding.spec) for t in types), "replicated state passes"
