@@ -66,14 +66,14 @@ def expected_spec(path, x):
     for axis in range(len(shape)):
         if x.shape == shape[:axis] + shape[axis + 1 :]:
             return spec[:axis] + spec[axis + 1 :]
-        if x.shape == shape[:axis] + (1,) + shape[axis + 1 :]:
-            return spec[:axis] + (None,) + spec[axis + 1 :]
+        if x.shape == (*shape[:axis], 1, *shape[axis + 1 :]):
+            return (*spec[:axis], None, *spec[axis + 1 :])
     return None
 
 
 def same_placement(spec, want):
-    trim = lambda s: tuple(s) + (None,) * 4  # noqa: E731  P("a") == P("a", None)
-    return trim(spec)[:4] == trim(want)[:4]
+    """Equal specs, trailing Nones aside: P("a") places like P("a", None)."""
+    return (*spec, None, None, None, None)[:4] == (*want, None, None, None, None)[:4]
 
 
 def spec_of(abstract):
