@@ -1,6 +1,7 @@
 """The classic optimizer table on MNIST: the 784-100-10 ReLU MLP, batch 100, 3000 steps, with
 torch.optim's default hyperparameters (through optjax.torch_compat), 5 seeds per optimizer in
-one vmapped program, beside the published reference figures for this setup.
+one vmapped program, beside the reference figures of Deep Learning Wizard's "Optimization
+Algorithms" tutorial (one PyTorch run per optimizer on this setup; see benchmarks/README.md).
 
     python benchmarks/mnist_optimizers.py            # the full table (minutes on a 2-core CPU)
     python benchmarks/mnist_optimizers.py --quick    # a tiny run that checks the output format
@@ -26,7 +27,7 @@ import optjax
 from optjax import torch_compat
 from optjax.train import MLP, load_dataset, train
 
-# (name, the preset as written in torch, the transform, the published test accuracy in percent)
+# (name, the preset as written in torch, the transform, the reference test accuracy in percent)
 ROWS = [
     ("SGD", "SGD(lr=0.1)", lambda: torch_compat.SGD(lr=0.1), 95.78),
     (
