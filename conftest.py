@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import NamedSharding, PartitionSpec
 
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 
@@ -12,4 +13,6 @@ jax.config.update("jax_numpy_dtype_promotion", "strict")
 def _doctest_names(doctest_namespace):
     import optjax
 
-    doctest_namespace.update(jax=jax, jnp=jnp, np=np, optjax=optjax)
+    doctest_namespace.update(
+        jax=jax, jnp=jnp, np=np, optjax=optjax, NamedSharding=NamedSharding, P=PartitionSpec
+    )

@@ -7,6 +7,7 @@ The protocol and names are optax's; torch.optim's numerics are in ``optjax.torch
 from optjax import checkpoint as checkpoint
 from optjax import flat as flat
 from optjax import schedules as schedules
+from optjax import sharding as sharding
 from optjax import torch_compat as torch_compat
 from optjax import tree as tree
 from optjax import wrappers as wrappers
@@ -210,6 +211,7 @@ __all__ = [
     "set_to_zero",
     "sgd",
     "sgdr_schedule",
+    "sharding",
     "skip_not_finite",
     "stateless",
     "torch_compat",
