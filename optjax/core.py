@@ -10,7 +10,14 @@ import jax.numpy as jnp
 
 from optjax import tree
 from optjax.base import EmptyState, GradientTransformation, Params, Updates
-from optjax.flat import as_flat_ready, flat_ready, mark_flat_ready
+from optjax.flat import (
+    FlatBuffers,
+    as_flat_ready,
+    as_tree,
+    flat_ready,
+    is_flat_ready,
+    mark_flat_ready,
+)
 
 __all__ = [
     "apply_updates",
@@ -98,6 +105,10 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
 def stateless(f: Callable[[Updates, Params | None], Updates]) -> GradientTransformation:
     """A transform with no state from a function ``f(updates, params) -> updates``.
 
+    On flat buffers (optjax.flat), ``f`` sees the tree of per-leaf views, as on the tree path,
+    unless the transform is declared flat-ready (``flat.mark_flat_ready``): then it sees the
+    buffers themselves.
+
     Example:
         >>> tx = optjax.stateless(lambda u, p: jax.tree.map(jnp.sign, u))
         >>> tx.update(jnp.array([-3.0, 2.0]), tx.init(None))[0]
@@ -109,9 +120,13 @@ def stateless(f: Callable[[Updates, Params | None], Updates]) -> GradientTransfo
         return EmptyState()
 
     def update(updates, state, params=None):
+        if isinstance(updates, FlatBuffers) and not is_flat_ready(tx):
+            layout = updates.layout  # f was written for trees: give it one
+            return layout.flatten(f(layout.unflatten(updates), as_tree(params))), state
         return f(updates, params), state
 
-    return GradientTransformation(init, update)
+    tx = GradientTransformation(init, update)
+    return tx
 
 
 @flat_ready

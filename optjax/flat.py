@@ -35,7 +35,9 @@ The flat path is a layout, not a second implementation. A transform writes its f
 A transform declares that it is correct on the buffers with ``@flat_ready`` (on its factory) or
 ``mark_flat_ready(tx)``. Every combinator (``chain``, ``named_chain``, the wrappers,
 ``flat_transform``) runs a transform that does not declare it, such as one from optax, on the
-views: a transform written without the layout in mind is correct on it, just not faster.
+views, and so does ``optjax.stateless`` called on the buffers directly: a transform written
+without the layout in mind is correct on it, just not faster. (A bare ``(init, update)`` pair
+called directly on FlatBuffers sees the buffers: go through one of these.)
 
 Elementwise transforms give the tree path's numbers (to the last bit, but for an ulp here and
 there: XLA:CPU may round one formula differently in a loop's vector body and its scalar tail);

@@ -403,11 +403,16 @@ def test_a_transform_that_is_not_flat_ready_runs_on_the_views_in_a_chain():
     got = trajectory(make(), params, grads, pack=flat.FlatLayout.of(params).flatten)
     for w, g in zip(want, got):
         assert_close(g, w, ulps=8)
-    # The same transform called on the buffers directly sees one leaf: the chain is what saves it.
+    # Called on the buffers directly, outside any chain, it still sees each leaf.
     packed = flat.FlatLayout.of(params).flatten(grads[0])
     direct = normalize_each_leaf().update(packed, optjax.EmptyState())[0].unflatten()
     per_leaf = normalize_each_leaf().update(grads[0], optjax.EmptyState())[0]
-    assert not np.allclose(direct["emb"], per_leaf["emb"])
+    for a, b in zip(jax.tree.leaves(direct), jax.tree.leaves(per_leaf)):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    # Declared flat-ready, it would see one buffer: the mark is a promise, and this one is false.
+    wrong = flat.mark_flat_ready(normalize_each_leaf())
+    one_buffer = wrong.update(packed, optjax.EmptyState())[0].unflatten()
+    assert not np.allclose(one_buffer["emb"], per_leaf["emb"])
 
 
 def public_transforms():
