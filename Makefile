@@ -23,7 +23,7 @@ train: venv
 	$(BIN)/python -m optjax.train --dataset mnist --model mlp --optimizer adam --learning-rate 1e-3 --steps 3000 --batch-size 100
 
 test: venv
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto  # one worker per core
 	$(BIN)/python -m pytest -q tests/multidevice  # 8 simulated devices: a process of their own
 
 notebooks: venv
@@ -49,7 +49,8 @@ test-min:
 	$(PYTHON) -m venv $(MIN_VENV)
 	$(MIN_VENV)/bin/pip install --quiet --upgrade pip
 	$(MIN_VENV)/bin/pip install --quiet -c constraints-min.txt -e '.[dev]'
-	$(MIN_VENV)/bin/python -m pytest -q
+	$(MIN_VENV)/bin/python -m pytest -q -n auto
+	$(MIN_VENV)/bin/python -m pytest -q tests/multidevice
 
 clean:
 	rm -rf $(VENV) $(MIN_VENV) docs/_build
