@@ -230,6 +230,16 @@ def test_real_torch_compat_presets_resolve():
         ),
         (["--seeds", "a,b"], 2, "argument --seeds: expected comma-separated integers, got 'a,b'"),
         (["--steps", "5", "--epochs", "1"], 2, "give --steps or --epochs, not both"),
+        (["--zero"], 2, "--zero needs --devices N"),
+        (["--fsdp"], 2, "--fsdp needs --devices N"),
+        (["--devices", "0"], 2, "--devices must be an integer >= 1, got 0"),
+        (
+            ["--devices", "8", "--batch-size", "100"],
+            2,
+            "--batch-size must be a multiple of --devices 8, got 100",
+        ),
+        (["--devices", "2", "--zero", "--fsdp"], 2, "give --zero or --fsdp, not both"),
+        (["--devices", "2", "--flat"], 2, "--flat does not work with --devices yet"),
         (["--optimizer", "sgd", "--lr", "0.1", "--nesterov"], 2, "--nesterov needs --momentum > 0"),
         (
             ["--optimizer", "torch.Betas"],
@@ -503,6 +513,27 @@ def test_without_flax_the_command_says_what_to_install(tmp_path):
     assert proc.stdout == (
         "flax optjax.train.train needs flax, which is not installed: pip install 'optjax[train]'\n"
     )
+
+
+@needs_mnist
+def test_cli_on_eight_cpu_devices_gives_the_one_device_run(tmp_path):
+    """--devices 8 in a process of its own: it makes 8 CPU devices, splits each batch over them
+    (and the optimizer state, with --zero), and trains the one-device run's numbers."""
+
+    def run(*extra):
+        out = tmp_path / f"r{len(extra)}.json"
+        command = [sys.executable, "-m", "optjax.train", "--data-dir", str(MNIST_DIR)]
+        command += ["--steps", "40", "--log-every", "20", "--batch-size", "64", "--quiet"]
+        command += ["--seeds", "0,1", "--json", str(out), *extra]
+        subprocess.run(command, check=True, capture_output=True, cwd=REPO, timeout=300)
+        return json.loads(out.read_text())
+
+    one, eight = run(), run("--devices", "8", "--zero")
+    assert eight["config"]["devices"] == 8 and eight["config"]["zero"] is True
+    np.testing.assert_allclose(
+        eight["history"]["train_loss"], one["history"]["train_loss"], rtol=1e-5
+    )
+    assert [r["test_accuracy"] for r in eight["runs"]] == [r["test_accuracy"] for r in one["runs"]]
 
 
 @needs_mnist

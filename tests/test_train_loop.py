@@ -67,6 +67,11 @@ def test_evaluation_in_padded_batches_equals_one_pass_over_the_test_set(eval_bat
         ({"eval_batch_size": True}, "eval_batch_size must be an integer >= 1, got "),
         ({"resume": "yes"}, "resume must be True or False, got resume='yes'"),
         ({"flat": 1}, "flat must be True or False, got flat=1"),
+        ({"zero": "yes"}, "zero must be True or False, got zero='yes'"),
+        ({"fsdp": 0}, "fsdp must be True or False, got fsdp=0"),
+        ({"zero": True}, "zero=True needs mesh=, a mesh with a 'data' axis"),
+        ({"fsdp": True}, "fsdp=True needs mesh=, a mesh with a 'data' axis"),
+        ({"mesh": "cpu"}, "mesh must be a jax.sharding.Mesh with a 'data' axis, got mesh='cpu'"),
         ({"checkpoint": 3}, r"checkpoint must be a file path \(str or os.PathLike\) or None"),
         ({"resume": True}, "resume=True needs checkpoint=PATH, the file to resume from, got "),
     ],
@@ -91,6 +96,9 @@ def test_run_config_is_frozen_and_its_defaults_are_the_documented_ones():
         "checkpoint": None,
         "resume": False,
         "flat": False,
+        "mesh": None,
+        "zero": False,
+        "fsdp": False,
     }
     assert config.eval_interval == 5 and RunConfig(steps=5, eval_every=2).eval_interval == 2
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -3,7 +3,7 @@
 import sys
 
 try:
-    from optjax.train.cli import main
+    from optjax.train.cli import main, request_devices
 except ModuleNotFoundError as error:  # without the [train] extra: one line, not a traceback
     if error.name not in ("flax", "rich"):
         raise
@@ -15,4 +15,5 @@ except ModuleNotFoundError as error:  # without the [train] extra: one line, not
     raise SystemExit(2) from None
 
 if __name__ == "__main__":
+    request_devices(sys.argv[1:])  # a process of its own: its devices can still be chosen
     raise SystemExit(main())

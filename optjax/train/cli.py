@@ -306,6 +306,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="hold params and optimizer state in flat buffers (optjax.flat): one fused update "
         "over a few buffers instead of one per leaf, same numbers",
     )
+    p.add_argument(
+        "--devices",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train data-parallel on N devices, each batch split over them (default: one); "
+        "on a machine without accelerators, N CPU devices are made",
+    )
+    p.add_argument(
+        "--zero",
+        action="store_true",
+        help="with --devices: split the optimizer state over the devices (ZeRO-1)",
+    )
+    p.add_argument(
+        "--fsdp",
+        action="store_true",
+        help="with --devices: split the parameters and their state over the devices (FSDP)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -504,6 +522,21 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(
             "--plot needs matplotlib, which is not installed: pip install 'optjax[train]'"
         )
+    if args.devices is not None:
+        if args.devices < 1:
+            raise UsageError(f"--devices must be an integer >= 1, got {args.devices}")
+        if args.batch_size % args.devices:
+            raise UsageError(
+                f"--batch-size must be a multiple of --devices {args.devices}, "
+                f"got {args.batch_size}"
+            )
+        if args.zero and args.fsdp:
+            raise UsageError("give --zero or --fsdp, not both (FSDP splits the state too)")
+        if args.flat:
+            raise UsageError("--flat does not work with --devices yet")
+    for flag in ("zero", "fsdp"):
+        if getattr(args, flag) and args.devices is None:
+            raise UsageError(f"--{flag} needs --devices N")
     lrs = args.learning_rate
     if lrs is not None and any(not 0 <= lr < float("inf") for lr in lrs):
         raise UsageError(f"--learning-rate must be finite and >= 0, got {','.join(map(str, lrs))}")
@@ -528,6 +561,41 @@ def _model_from_args(args: argparse.Namespace) -> Callable:
     return lambda rngs: CNN(
         channels=channels, hidden=hidden, dropout=dropout, init=args.init, rngs=rngs
     )
+
+
+def request_devices(args: Sequence[str]) -> None:
+    """Ask JAX for ``--devices N`` CPU devices, before anything starts its backend (a machine
+    with accelerators uses those; on one without, the CPU is split into N devices). Called by
+    ``python -m optjax.train``, a process of its own; elsewhere, set the devices yourself."""
+    for i, arg in enumerate(args):
+        value = arg.split("=", 1)[1] if arg.startswith("--devices=") else None
+        if arg == "--devices" and i + 1 < len(args):
+            value = args[i + 1]
+        if value is not None and value.isdigit() and int(value) > 1:
+            try:
+                jax.config.update("jax_num_cpu_devices", int(value))
+            except RuntimeError:  # the backend is up already (in a test, say): use what is there
+                pass
+
+
+def _mesh_options(args: argparse.Namespace) -> dict:
+    """The mesh (one "data" axis over --devices devices) and its layout options, if asked."""
+    if args.devices is None:
+        return {}
+    available = jax.devices()
+    if len(available) < args.devices:
+        raise UsageError(
+            f"--devices {args.devices}: only {len(available)} {available[0].platform} device(s); "
+            "on a CPU, set XLA_FLAGS=--xla_force_host_platform_device_count="
+            f"{args.devices} before starting"
+        )
+    mesh = jax.make_mesh(
+        (args.devices,),
+        ("data",),
+        axis_types=(jax.sharding.AxisType.Auto,),
+        devices=available[: args.devices],
+    )
+    return {"mesh": mesh, "zero": args.zero, "fsdp": args.fsdp}
 
 
 def run(args: argparse.Namespace) -> TrainResult:
@@ -569,6 +637,7 @@ def run(args: argparse.Namespace) -> TrainResult:
         "checkpoint": args.checkpoint,
         "resume": args.resume,
         "flat": args.flat,
+        **_mesh_options(args),
     }
     bar = None if args.quiet else ProgressBar()
     with bar if bar is not None else contextlib.nullcontext():
@@ -599,6 +668,8 @@ def _title(args: argparse.Namespace, result: TrainResult) -> str:
     ]
     options += ["nesterov"] if args.nesterov else []
     options += ["flat"] if args.flat else []
+    if args.devices is not None:
+        options += [f"{args.devices} devices"] + [f for f in ("zero", "fsdp") if getattr(args, f)]
     return (
         f"{args.dataset}, {args.model}, {args.optimizer} ({', '.join(options)}), "
         f"{result.steps} steps of batch {result.batch_size}, {len(result.runs)} run(s)"

@@ -25,11 +25,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
 
 from optjax import checkpoint as optjax_checkpoint
 from optjax import core
 from optjax._checks import check_learning_rate, check_positive_int
 from optjax.flat import FlatLayout, as_tree
+from optjax.sharding import zero1_spec
 from optjax.train.data import BatchSampler, Dataset
 from optjax.train.models import MODELS
 from optjax.train.results import Progress, RunResult, TrainResult
@@ -55,6 +57,7 @@ __all__ = [
 ]
 
 ModelFn = Callable[..., nnx.Module]  # called as model(rngs=nnx.Rngs(seed))
+_MIN_SPLIT = 1024  # leaves with fewer elements stay whole on every device (zero=, fsdp=)
 OptimizerFactory = Callable[[jax.Array], Any]  # learning rate -> GradientTransformation
 
 
@@ -69,6 +72,13 @@ class RunConfig:
     (optjax.checkpoint); ``resume=True`` continues from that file exactly as the uninterrupted
     run would have. ``flat=True`` holds params and optimizer state in contiguous buffers
     (optjax.flat): the same numbers, one fused update over the buffers instead of one per leaf.
+
+    ``mesh`` (a jax.sharding.Mesh with a ``"data"`` axis) trains data-parallel: each batch is
+    split over the data axis, the parameters are replicated and the gradients summed across
+    devices, the same numbers as one device to rounding. With ``zero=True`` the optimizer state
+    is split over the data axis too (ZeRO-1); with ``fsdp=True`` the parameters and their state
+    are (FSDP). Each large leaf is split on its largest dimension the axis divides
+    (optjax.sharding.zero1_spec).
 
     `train` and `sweep` take these fields as keyword arguments, or a whole ``config=``.
 
@@ -88,15 +98,16 @@ class RunConfig:
     checkpoint: str | os.PathLike[str] | None = None
     resume: bool = False
     flat: bool = False
-    # Options that place the runs on devices (a mesh for data-parallel training) belong here,
-    # checked below; _device_data and _setup are where the arrays are put on the devices.
+    mesh: jax.sharding.Mesh | None = None
+    zero: bool = False
+    fsdp: bool = False
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every", "eval_batch_size"):
             check_positive_int(name, getattr(self, name))
         if self.eval_every is not None:
             check_positive_int("eval_every", self.eval_every)
-        for name in ("resume", "flat"):
+        for name in ("resume", "flat", "zero", "fsdp"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(
                     f"{name} must be True or False, got {name}={getattr(self, name)!r}"
@@ -110,6 +121,34 @@ class RunConfig:
             raise ValueError(
                 "resume=True needs checkpoint=PATH, the file to resume from, got checkpoint=None"
             )
+        self._check_mesh()
+
+    def _check_mesh(self) -> None:
+        if self.mesh is None:
+            for name in ("zero", "fsdp"):
+                if getattr(self, name):
+                    raise ValueError(f"{name}=True needs mesh=, a mesh with a 'data' axis")
+            return
+        if not isinstance(self.mesh, jax.sharding.Mesh) or "data" not in self.mesh.axis_names:
+            raise ValueError(
+                f"mesh must be a jax.sharding.Mesh with a 'data' axis, got mesh={self.mesh!r}"
+            )
+        if self.zero and self.fsdp:
+            raise ValueError("zero=True and fsdp=True: choose one (FSDP splits the state too)")
+        if self.flat:
+            raise ValueError("flat=True is not supported with mesh= yet: use the tree layout")
+        n = self.data_devices
+        for name in ("batch_size", "eval_batch_size"):
+            if getattr(self, name) % n:
+                raise ValueError(
+                    f"{name} must be a multiple of the mesh's data axis ({n} devices), "
+                    f"got {name}={getattr(self, name)}"
+                )
+
+    @property
+    def data_devices(self) -> int:
+        """Devices along the mesh's data axis (1 without a mesh)."""
+        return 1 if self.mesh is None else int(self.mesh.shape["data"])
 
     @property
     def eval_interval(self) -> int:
@@ -306,11 +345,12 @@ def _check_runs(runs: _Runs, dataset: Dataset, config: RunConfig) -> None:
         )
 
 
-def _init_state(make_tx, params, other, hypers, flat: bool) -> TrainState:
+def _init_state(make_tx, params, other, hypers, config: RunConfig) -> TrainState:
     """The runs' TrainState on the device, built by one jitted program (so a new number of runs
-    compiles one program, not every eager op again). With ``flat``, the params (and so the
-    optimizer state) are packed into optjax.flat buffers, one layout for every run."""
-    layout = FlatLayout.of(jax.tree.map(lambda x: x[0], params)) if flat else None
+    compiles one program, not every eager op again), each leaf where `_state_shardings` puts it.
+    With ``flat``, the params (and so the optimizer state) are packed into optjax.flat buffers,
+    one layout for every run."""
+    layout = FlatLayout.of(jax.tree.map(lambda x: x[0], params)) if config.flat else None
 
     def init(params, other, hypers):
         if layout is not None:
@@ -318,7 +358,8 @@ def _init_state(make_tx, params, other, hypers, flat: bool) -> TrainState:
         opt_state = jax.vmap(lambda p, h: make_tx(h).init(p))(params, hypers)
         return TrainState(params, opt_state, other)
 
-    return jax.jit(init)(params, other, hypers)
+    shardings = _state_shardings(config, jax.eval_shape(init, params, other, hypers))
+    return jax.jit(init, out_shardings=shardings)(params, other, hypers)
 
 
 def _padded_batches(images: np.ndarray, labels: np.ndarray, batch: int) -> list[tuple]:
@@ -345,18 +386,50 @@ class _DeviceData(NamedTuple):
     test: list[tuple]  # equal (images, labels, mask) batches, the last padded
 
 
+def _place(config: RunConfig, x, spec: PartitionSpec | None = None):
+    """``x`` on the device, or with a mesh laid out as ``spec`` on it (replicated if None)."""
+    if config.mesh is None:
+        return jnp.asarray(x)
+    return jax.device_put(x, NamedSharding(config.mesh, spec or PartitionSpec()))
+
+
 def _device_data(dataset: Dataset, config: RunConfig) -> _DeviceData:
-    """The dataset on the device: where a data-parallel placement would shard it."""
+    """The dataset on the device; with a mesh the training set is on every device (each step
+    gathers its batch there) and each test batch is split over the data axis."""
+    test = _padded_batches(
+        dataset.test_images, dataset.test_labels.astype(np.int32), config.eval_batch_size
+    )
+    split = PartitionSpec("data") if len(test[0][2]) % config.data_devices == 0 else None
     return _DeviceData(
-        jnp.asarray(dataset.train_images),
-        jnp.asarray(dataset.train_labels, jnp.int32),
-        _padded_batches(
-            dataset.test_images, dataset.test_labels.astype(np.int32), config.eval_batch_size
-        ),
+        _place(config, dataset.train_images),
+        _place(config, np.asarray(dataset.train_labels, np.int32)),
+        [tuple(_place(config, x, split) for x in batch) for batch in test],
     )
 
 
-def _make_step(graphdef, make_tx: OptimizerFactory):
+def _state_shardings(config: RunConfig, state: TrainState) -> TrainState | None:
+    """Where each leaf of the runs' state lives on the mesh (None without one). Leaves carry a
+    leading run axis, never split; the rest is replicated, except what ``zero`` (the optimizer
+    state) or ``fsdp`` (the parameters and the optimizer state) split over the data axis."""
+    if config.mesh is None:
+        return None
+    mesh, n = config.mesh, config.data_devices
+
+    def split(x):
+        spec = zero1_spec(tuple(x.shape[1:]), PartitionSpec(), "data", n, _MIN_SPLIT)
+        return NamedSharding(mesh, PartitionSpec(None, *spec))
+
+    def replicated(x):
+        return NamedSharding(mesh, PartitionSpec())
+
+    return TrainState(
+        jax.tree.map(split if config.fsdp else replicated, state.params),
+        jax.tree.map(split if config.zero or config.fsdp else replicated, state.opt_state),
+        jax.tree.map(replicated, state.other),
+    )
+
+
+def _make_step(graphdef, make_tx: OptimizerFactory, state_shardings: TrainState | None = None):
     """One step of all R runs at once (vmap over the state and the hyperparameter), jitted with
     the state donated. Run r's batch is ``idx[i, r]``, indices into the training set held on the
     device, so a chunk of indices crosses to the device once; the runs' loss and accuracy go to
@@ -376,7 +449,12 @@ def _make_step(graphdef, make_tx: OptimizerFactory):
         metrics = jax.lax.dynamic_update_index_in_dim(metrics, jnp.stack([loss, acc]), i, 0)
         return state, metrics
 
-    return jax.jit(step, donate_argnums=(0, 1))
+    if state_shardings is None:
+        return jax.jit(step, donate_argnums=(0, 1))
+    # The state keeps its layout from step to step (ZeRO-1: each device updates its slice of
+    # the optimizer state and the parameters are gathered back); the metrics are replicated.
+    replicated = NamedSharding(jax.tree.leaves(state_shardings)[0].mesh, PartitionSpec())
+    return jax.jit(step, donate_argnums=(0, 1), out_shardings=(state_shardings, replicated))
 
 
 class _Chunk(NamedTuple):
@@ -391,11 +469,13 @@ class _Steps:
     first chunk, timed apart), each run's batch indices from its own sampler, and the chunk's
     metrics buffer. ``compile_seconds`` and ``run_seconds`` add up the time taken."""
 
-    def __init__(self, graphdef, make_tx, hypers, data: _DeviceData, samplers, config):
-        self.step_fn = _make_step(graphdef, make_tx)
+    def __init__(self, graphdef, make_tx, hypers, data: _DeviceData, samplers, config, shardings):
+        self.step_fn = _make_step(graphdef, make_tx, shardings)
         self.hypers, self.data, self.samplers = hypers, data, samplers
+        self.config = config
         self.log_every, self.batch_size = config.log_every, config.batch_size
-        self.metrics = jnp.asarray(np.zeros((config.log_every, 2, len(samplers)), np.float32))
+        metrics = np.zeros((config.log_every, 2, len(samplers)), np.float32)
+        self.metrics = _place(config, metrics)
         self.compiled: Any = None
         self.compile_seconds = self.run_seconds = 0.0
 
@@ -403,7 +483,7 @@ class _Steps:
         """The next k batches of every run, padded to a fixed shape (one compile)."""
         idx = np.zeros((self.log_every, len(self.samplers), self.batch_size), np.int32)
         idx[:k] = np.stack([s.take(k) for s in self.samplers], axis=1)
-        return jnp.asarray(idx)
+        return _place(self.config, idx, PartitionSpec(None, None, "data"))  # a batch split
 
     def __call__(self, state: TrainState, k: int) -> tuple[TrainState, _Chunk]:
         """Take ``k`` steps (at most ``log_every``); the state passed in is consumed."""
@@ -416,6 +496,10 @@ class _Steps:
         t0 = time.perf_counter()
         for i in range(k):
             state, self.metrics = self.compiled(state, self.metrics, *data, np.int32(i))
+            if self.config.mesh is not None:
+                # One step in flight: XLA:CPU's devices share a small thread pool, and queued
+                # steps whose collectives wait for each other can take every thread (deadlock).
+                jax.block_until_ready(self.metrics)
         metrics = np.array(self.metrics)[:k]  # a copy (the next call donates metrics); waits
         seconds = time.perf_counter() - t0
         self.run_seconds += seconds
@@ -438,7 +522,13 @@ class _Evaluation:
         self.count = sum(float(np.asarray(batch[2]).sum()) for batch in test)  # unpadded size
 
     def __call__(self, params, other) -> tuple[np.ndarray, np.ndarray]:
-        totals = jax.device_get([self.sums(params, other, *batch) for batch in self.test])
+        on_mesh = len(jax.tree.leaves(params)[0].sharding.device_set) > 1
+        totals = []
+        for batch in self.test:
+            totals.append(self.sums(params, other, *batch))
+            if on_mesh:  # one call in flight on a mesh (see _Steps)
+                jax.block_until_ready(totals[-1])
+        totals = jax.device_get(totals)
         nll = np.sum([t[0] for t in totals], axis=0)
         correct = np.sum([t[1] for t in totals], axis=0)
         return nll / self.count, correct / self.count
@@ -458,14 +548,15 @@ def _setup(model, make_tx, runs: _Runs, dataset: Dataset, config: RunConfig) -> 
     """The runs' initial state, their samplers, the step and evaluation programs, and the data
     on the device."""
     graphdef, params, other = init_runs(model, runs.seeds)
-    hypers = jnp.asarray(runs.learning_rates or [0.0] * len(runs.seeds), jnp.float32)
-    state = _init_state(make_tx, params, other, hypers, config.flat)
+    hypers = _place(config, np.asarray(runs.learning_rates or [0.0] * len(runs.seeds), np.float32))
+    state = _init_state(make_tx, params, other, hypers, config)
+    shardings = jax.tree.map(lambda x: x.sharding, state) if config.mesh is not None else None
     first = jax.tree.map(lambda x: x[0], (params, other))  # NumPy: compiles nothing
     graphdef_eval = eval_graphdef(graphdef, *first)
     n_train = len(dataset.train_labels)
     samplers = [BatchSampler(n_train, config.batch_size, seed) for seed in runs.seeds]
     data = _device_data(dataset, config)
-    steps = _Steps(graphdef, make_tx, hypers, data, samplers, config)
+    steps = _Steps(graphdef, make_tx, hypers, data, samplers, config, shardings)
     return _Setup(state, samplers, steps, _Evaluation(graphdef_eval, data.test), graphdef_eval)
 
 
@@ -475,7 +566,10 @@ def _resume(
     """The state and step saved at ``path`` (``state`` is the template), with each sampler
     advanced past the batches already taken."""
     restored = optjax_checkpoint.restore(path, {"state": state, "step": 0})
-    state, step = restored["state"], int(restored["step"])
+    placed = jax.tree.map(
+        lambda new, old: jax.device_put(new, old.sharding), restored["state"], state
+    )
+    state, step = placed, int(restored["step"])
     if step >= steps:
         raise ValueError(
             f"the checkpoint {path} is at step {step}; steps={steps} leaves nothing to run"
@@ -591,7 +685,8 @@ def train(
 
     ``options`` are the fields of RunConfig: ``steps`` (required), ``batch_size=100``,
     ``log_every=100``, ``eval_every=None``, ``eval_batch_size=1000``, ``checkpoint=None``,
-    ``resume=False``, ``flat=False`` (see RunConfig); or pass ``config=RunConfig(...)``, whose
+    ``resume=False``, ``flat=False``, ``mesh=None``, ``zero=False``, ``fsdp=False`` (see
+    RunConfig); or pass ``config=RunConfig(...)``, whose
     values the keywords given replace. With ``flat=True``, ``result.params`` is still the
     model's tree.
 
