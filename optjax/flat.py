@@ -48,6 +48,24 @@ to one leaf, and the few elements between a leaf's end and the next block, if an
 (zeros, left out of every reduction). A per-leaf reduction is then a row reduction (one fused
 pass over the buffer) and a small segment sum over rows; a per-leaf value reaches its elements
 as one value per row.
+
+On a mesh, the buffers are split on their row axis. ``flatten(params, row_multiple=n)`` pads
+each buffer's row count up to a multiple of ``n`` (the devices of the axis it is split over)
+with padding rows: zeros at the buffer's end that belong to no leaf, left out of every
+reduction. A 1-D buffer laid out with ``NamedSharding(mesh, P("data"))`` then gives each device
+whole rows, the state ``tx.init`` builds from it follows it, and a jitted update keeps it
+there::
+
+    flat_params, layout = optjax.flat.flatten(params, row_multiple=mesh.shape["data"])
+    flat_params = jax.device_put(flat_params, NamedSharding(mesh, P("data")))
+    opt_state = tx.init(flat_params)  # its buffers split like flat_params
+
+A per-leaf reduction then sums each device's rows where they lie: only the per-leaf sums (and
+the few partial rows at leaves' ends) cross devices, never a buffer. On a mesh with Explicit
+axes, the per-leaf values and the views of ``unflatten`` come out replicated (each device gets
+every leaf whole, which is what a data-parallel model reads), and so does the state of a
+transform that runs on the views (``per_leaf``: e.g. Adafactor's once a leaf is factored); on
+Auto axes XLA places them.
 """
 
 from __future__ import annotations
@@ -62,6 +80,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from optjax._checks import check_positive_int
 from optjax.base import GradientTransformation
 
 __all__ = [
@@ -99,7 +118,8 @@ _MAX_PADDING = 1 / 64  # padding allowed, as a fraction of a group's elements
 
 
 class _Group(NamedTuple):
-    """The leaves of one dtype: their places in one buffer of ``rows * block`` elements."""
+    """The leaves of one dtype: their places in one buffer of ``rows * block`` elements. The first
+    ``leaf_rows`` rows hold the leaves; the rest, if any, are padding rows (zeros, no leaf's)."""
 
     dtype: np.dtype
     block: int
@@ -107,6 +127,7 @@ class _Group(NamedTuple):
     leaves: tuple[int, ...]  # indices into the layout's leaves, in tree order
     sizes: tuple[int, ...]  # elements of each leaf
     row_starts: tuple[int, ...]  # first row of each leaf
+    leaf_rows: int  # rows that hold leaves; rows - leaf_rows padding rows follow them
 
     @property
     def size(self) -> int:
@@ -138,6 +159,10 @@ class FlatLayout:
     Built from shapes and dtypes only (``FlatLayout.of(tree)`` accepts arrays, tracers or
     ``jax.ShapeDtypeStruct``), hashable, and compared by value, so it is static data under jit.
 
+    With ``row_multiple=n``, each buffer's row count is padded up to a multiple of ``n`` with
+    padding rows (zeros that belong to no leaf), so that a buffer split ``n`` ways on its row
+    axis gives each device whole rows (see the module doc).
+
     Example:
         >>> params = {"w": jnp.ones((2, 3)), "b": jnp.zeros(3)}
         >>> layout = optjax.flat.FlatLayout.of(params)
@@ -148,7 +173,15 @@ class FlatLayout:
         (2, 3)
     """
 
-    def __init__(self, treedef, shapes: tuple[tuple[int, ...], ...], dtypes: tuple[np.dtype, ...]):
+    def __init__(
+        self,
+        treedef,
+        shapes: tuple[tuple[int, ...], ...],
+        dtypes: tuple[np.dtype, ...],
+        row_multiple: int = 1,
+    ):
+        check_positive_int("row_multiple", row_multiple)
+        self.row_multiple = int(row_multiple)
         self.treedef = treedef
         self.shapes = tuple(tuple(int(d) for d in s) for s in shapes)
         self.dtypes = tuple(np.dtype(d) for d in dtypes)
@@ -163,17 +196,22 @@ class FlatLayout:
             for s in sizes:
                 starts.append(row)
                 row += -(-s // block)
-            groups.append(_Group(dtype, block, row, tuple(leaves), tuple(sizes), tuple(starts)))
+            rows = -(-row // self.row_multiple) * self.row_multiple
+            groups.append(
+                _Group(dtype, block, rows, tuple(leaves), tuple(sizes), tuple(starts), row)
+            )
         self.groups = tuple(groups)
-        self._key = (treedef, self.shapes, self.dtypes)
+        self._key = (treedef, self.shapes, self.dtypes, self.row_multiple)
 
     @classmethod
-    def of(cls, tree) -> FlatLayout:
-        """The layout of ``tree`` (arrays, tracers or ShapeDtypeStructs)."""
+    def of(cls, tree, *, row_multiple: int = 1) -> FlatLayout:
+        """The layout of ``tree`` (arrays, tracers or ShapeDtypeStructs), each buffer's rows padded
+        up to a multiple of ``row_multiple`` (an integer >= 1: the devices the rows are split
+        over)."""
         leaves, treedef = jax.tree.flatten(tree)
         shapes = tuple(jnp.shape(x) for x in leaves)
         dtypes = tuple(jnp.result_type(x) for x in leaves)
-        return cls(treedef, shapes, dtypes)
+        return cls(treedef, shapes, dtypes, row_multiple)
 
     def __eq__(self, other) -> bool:
         return isinstance(other, FlatLayout) and self._key == other._key
@@ -183,9 +221,14 @@ class FlatLayout:
 
     def __repr__(self) -> str:
         groups = ", ".join(
-            f"{g.dtype.name}: {len(g.leaves)} leaves in {g.rows}x{g.block}" for g in self.groups
+            f"{g.dtype.name}: {len(g.leaves)} leaves in {g.rows}x{g.block}"
+            + (f" ({_count(g.rows - g.leaf_rows, 'padding row')})" if g.rows > g.leaf_rows else "")
+            for g in self.groups
         )
-        return f"FlatLayout({len(self.shapes)} leaves, {self.num_params} params; {groups})"
+        multiple = f"; row_multiple={self.row_multiple}" if self.row_multiple > 1 else ""
+        return (
+            f"FlatLayout({len(self.shapes)} leaves, {self.num_params} params; {groups}{multiple})"
+        )
 
     @property
     def num_params(self) -> int:
@@ -204,9 +247,11 @@ class FlatLayout:
         buffers = []
         for group in self.groups:
             parts = []
-            for i, size in zip(group.leaves, group.sizes):
+            for k, (i, size) in enumerate(zip(group.leaves, group.sizes)):
                 parts.append(jnp.ravel(jnp.asarray(leaves[i])))
                 pad = -(-size // group.block) * group.block - size
+                if k == len(group.leaves) - 1:  # and the padding rows
+                    pad += (group.rows - group.leaf_rows) * group.block
                 if pad:
                     parts.append(jnp.zeros((pad,), group.dtype))
             buffers.append(jnp.concatenate(parts) if len(parts) > 1 else parts[0])
@@ -214,7 +259,8 @@ class FlatLayout:
 
     def unflatten(self, flat: FlatBuffers | tuple | list) -> Any:
         """The tree, each leaf a reshaped slice of its buffer (buffers may hold another dtype than
-        the layout's, e.g. a bf16 moment)."""
+        the layout's, e.g. a bf16 moment). On a mesh with Explicit axes, the leaves of a split
+        buffer come out replicated."""
         buffers = flat.buffers if isinstance(flat, FlatBuffers) else tuple(flat)
         if len(buffers) != len(self.groups):
             raise ValueError(
@@ -230,65 +276,85 @@ class FlatLayout:
             cuts = []
             for size, row in zip(group.sizes, group.row_starts):
                 cuts += [row * group.block, row * group.block + size]
-            pieces = jnp.split(buf, cuts[1:]) if cuts else []
-            for k, i in enumerate(group.leaves):
-                leaves[i] = pieces[2 * k].reshape(self.shapes[i])
+
+            def cut(buf, cuts=cuts, group=group):
+                pieces = jnp.split(buf, cuts[1:])  # leaves, the gaps between them, the tail
+                return [pieces[2 * k].reshape(self.shapes[i]) for k, i in enumerate(group.leaves)]
+
+            for i, leaf in zip(group.leaves, _on_auto_axes(cut, buf)):
+                leaves[i] = leaf
         return self.treedef.unflatten(leaves)
 
     # Segment reductions: one value per leaf, and back to one value per element.
 
     def _row_sums(self, group: _Group, f, buffers) -> jax.Array:
-        """``sum(f(*buffers))`` over each row's valid elements. Full rows are summed as they are;
-        each leaf's partial last row is summed again from a masked copy and put in its place, so
-        no mask touches the bulk of the buffer (XLA then fuses f into one streaming reduction).
-        A None buffer (an unused state field) reaches f as None."""
+        """``sum(f(*buffers))`` over each row's valid elements (none in a padding row, whose sum
+        is 0). Full rows are summed as they are; each leaf's partial last row is summed again
+        from a masked copy and put in its place, so no mask touches the bulk of the buffer (XLA
+        then fuses f into one streaming reduction). A None buffer (an unused state field)
+        reaches f as None."""
         rows = [None if b is None else b.reshape(group.rows, group.block) for b in buffers]
         sums = jnp.sum(f(*rows), axis=1)
         lengths = _row_lengths(group)
         if lengths is None:
             return sums
-        partial = np.flatnonzero(lengths < group.block)
-        tails = f(*(None if r is None else r[partial] for r in rows))
-        col = jax.lax.broadcasted_iota(jnp.int32, tails.shape, 1)
-        fixed = jnp.sum(jnp.where(col < lengths[partial][:, None], tails, 0), axis=1)
-        return sums.at[partial].set(fixed)
+        partial = np.flatnonzero((lengths > 0) & (lengths < group.block))
+        if partial.size:
+            tails = f(*(None if r is None else r[partial] for r in rows))
+            col = jax.lax.broadcasted_iota(jnp.int32, tails.shape, 1)
+            fixed = jnp.sum(jnp.where(col < lengths[partial][:, None], tails, 0), axis=1)
+            sums = sums.at[partial].set(fixed)
+        if group.rows > group.leaf_rows:
+            sums = jnp.where(np.arange(group.rows) < group.leaf_rows, sums, 0)
+        return sums
 
     def leaf_reduce(self, f, *flats: FlatBuffers | tuple) -> tuple[jax.Array, ...]:
         """For each group, ``sum(f(x, ...))`` over each leaf's elements (padding left out), with
         ``x, ...`` the matching buffers of ``flats`` (or plain tuples of buffers): one array of
         shape (leaves in the group,) per dtype group. ``f`` is elementwise."""
         buffers = [_buffers(fl) for fl in flats]
-        return tuple(
-            _rows_to_leaves(group, self._row_sums(group, f, [b[g] for b in buffers]))
-            for g, group in enumerate(self.groups)
-        )
+        out = []
+        for g, group in enumerate(self.groups):
+
+            def sums(*bufs, group=group):
+                return _rows_to_leaves(group, self._row_sums(group, f, bufs))
+
+            out.append(_on_auto_axes(sums, *(b[g] for b in buffers)))
+        return tuple(out)
 
     def reduce(self, f, *flats: FlatBuffers | tuple) -> tuple[jax.Array, ...]:
         """For each group, ``sum(f(x, ...))`` over all its leaves' elements (padding left out):
         one scalar per dtype group, with no segment sum."""
         buffers = [_buffers(fl) for fl in flats]
-        return tuple(
-            jnp.sum(self._row_sums(group, f, [b[g] for b in buffers]))
-            for g, group in enumerate(self.groups)
-        )
+        out = []
+        for g, group in enumerate(self.groups):
+
+            def total(*bufs, group=group):
+                return jnp.sum(self._row_sums(group, f, bufs))
+
+            out.append(_on_auto_axes(total, *(b[g] for b in buffers)))
+        return tuple(out)
 
     def leaf_sizes(self) -> tuple[np.ndarray, ...]:
         """Elements of each leaf, per dtype group (NumPy int arrays)."""
         return tuple(np.asarray(g.sizes, np.int64) for g in self.groups)
 
     def expand(self, per_leaf: tuple) -> tuple[jax.Array, ...]:
-        """One value per leaf (per group) to one value per element, as (rows, block) arrays that
-        broadcast against a buffer reshaped with ``as_rows``."""
+        """One value per leaf (per group) to one value per element, as (rows, 1) arrays that
+        broadcast against a buffer reshaped with ``as_rows``. Padding rows get the value of the
+        group's last leaf that has rows, so that a formula sees there what it sees on that leaf's
+        padding elements (zeros stay zero under ``x * value``, and no empty leaf's NaN mean
+        reaches them)."""
         return tuple(
             _leaves_to_rows(group, jnp.asarray(v))[:, None]
             for group, v in zip(self.groups, per_leaf)
         )
 
     def as_rows(self, flat: FlatBuffers | tuple) -> tuple[Any, ...]:
-        """Each buffer reshaped to (rows, block) (a free reshape); None stays None."""
+        """Each buffer reshaped to (rows, block) (a free reshape); None stays None. A buffer split
+        over a mesh's Explicit axes must be split on row boundaries (see ``row_multiple``)."""
         return tuple(
-            None if b is None else b.reshape(g.rows, g.block)
-            for g, b in zip(self.groups, _buffers(flat))
+            None if b is None else _as_rows(g, b) for g, b in zip(self.groups, _buffers(flat))
         )
 
     def from_rows(self, rows: tuple) -> FlatBuffers:
@@ -313,7 +379,8 @@ class FlatLayout:
 
     def where_leaves(self, keep, on_true: FlatBuffers, on_false: FlatBuffers) -> FlatBuffers:
         """Each leaf taken whole from ``on_true`` where ``keep`` (a tree of Python bools shaped
-        like the params) says True, else from ``on_false``."""
+        like the params) says True, else from ``on_false`` (padding rows go with the group's
+        last leaf that has rows, as in ``expand``)."""
         out = []
         pairs = zip(on_true.buffers, on_false.buffers)
         for group, flags, (a, b) in zip(self.groups, self.leaf_mask(keep), pairs):
@@ -322,9 +389,9 @@ class FlatLayout:
             elif not flags.any():
                 out.append(b)
             else:
-                rows = np.repeat(flags, _rows_per_leaf(group))[:, None]
-                shape = (group.rows, group.block)
-                out.append(jnp.where(rows, a.reshape(shape), b.reshape(shape)).reshape(-1))
+                rows = flags[_row_leaf_ids(group)][:, None]
+                picked = jnp.where(rows, _as_rows(group, a), _as_rows(group, b))
+                out.append(picked.reshape(-1))
         return FlatBuffers(tuple(out), self)
 
     def leaf_mask(self, keep) -> tuple[np.ndarray, ...]:
@@ -345,13 +412,66 @@ class FlatLayout:
         return tuple(out)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _buffers(flat: FlatBuffers | tuple | list) -> tuple:
     return flat.buffers if isinstance(flat, FlatBuffers) else tuple(flat)
 
 
+def _split_ways(x) -> int:
+    """How many ways the first axis of ``x`` is split over a mesh, as its type says (on Explicit
+    axes; 1 where the type carries no split)."""
+    sharding = getattr(jax.typeof(x), "sharding", None)
+    spec = getattr(sharding, "spec", None)
+    if sharding is None or not spec or spec[0] is None:
+        return 1
+    axes = spec[0] if isinstance(spec[0], tuple) else (spec[0],)
+    return math.prod(sharding.mesh.shape[a] for a in axes)
+
+
+def _as_rows(group: _Group, buf) -> Any:
+    """``buf`` reshaped to (rows, block), after checking that a split over a mesh's Explicit axes
+    falls on row boundaries."""
+    ways = _split_ways(buf)
+    if group.rows % ways:
+        raise ValueError(
+            f"flat layout: the {group.dtype.name} buffer is split {ways} ways on a mesh, which "
+            f"does not divide its {group.rows} rows; build the layout with row_multiple={ways} "
+            "(e.g. optjax.flat.flatten(params, row_multiple=n) for n devices)"
+        )
+    return buf.reshape(group.rows, group.block)
+
+
+def _on_auto_axes(fn, *arrays):
+    """``fn(*arrays)``, for the few ops that mix rows (a segment sum over rows, a gather of
+    partial rows, the slices cutting out each leaf). On a mesh with Explicit axes no sharding
+    rule types them on a split buffer: they run with the axes made Auto, as on an Auto mesh
+    (each device reduces its own rows; only per-leaf values cross devices), and their outputs
+    come back replicated. Elsewhere ``fn`` runs as it is."""
+    for x in arrays:
+        if x is not None and _split_ways(x) > 1:
+            mesh = jax.typeof(x).sharding.mesh
+            whole = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+            return jax.sharding.auto_axes(fn, out_sharding=whole)(*arrays)
+    return fn(*arrays)
+
+
+def _split_like(flat: FlatBuffers, like: FlatBuffers) -> FlatBuffers:
+    """``flat`` with each buffer split over the mesh as ``like``'s is, where ``like``'s type says
+    it is split (Explicit axes): buffers packed from replicated views go back to their rows."""
+    buffers = []
+    for new, old in zip(flat.buffers, like.buffers):
+        if _split_ways(old) > 1:
+            new = jax.sharding.reshard(new, jax.typeof(old).sharding)
+        buffers.append(new)
+    return FlatBuffers(tuple(buffers), flat.layout)
+
+
 def _row_lengths(group: _Group) -> np.ndarray | None:
-    """Valid elements in each row, or None when every row is full."""
-    if all(s % group.block == 0 for s in group.sizes):
+    """Valid elements in each row (0 in a padding row), or None when every row is full."""
+    if group.rows == group.leaf_rows and all(s % group.block == 0 for s in group.sizes):
         return None
     lengths = np.full(group.rows, group.block, np.int32)
     for size, start in zip(group.sizes, group.row_starts):
@@ -364,8 +484,19 @@ def _rows_per_leaf(group: _Group) -> np.ndarray:
     return np.asarray([-(-s // group.block) for s in group.sizes], np.int64)
 
 
+def _row_leaf_ids(group: _Group) -> np.ndarray:
+    """The leaf (its index in the group) of each row; padding rows count as the last leaf that
+    has rows."""
+    counts = _rows_per_leaf(group)
+    ids = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
+    padding = group.rows - group.leaf_rows
+    return np.concatenate([ids, np.full(padding, ids[-1] if padding else 0, np.int32)])
+
+
 def _rows_to_leaves(group: _Group, row_values: jax.Array) -> jax.Array:
-    """Sum per-row values over each leaf's rows."""
+    """Sum per-row values over each leaf's rows (padding rows left out)."""
+    if group.rows > group.leaf_rows:
+        row_values = row_values[: group.leaf_rows]
     counts = _rows_per_leaf(group)
     if len(counts) and np.all(counts == counts[0]) and counts[0] > 0:
         return row_values.reshape(len(counts), int(counts[0])).sum(axis=1)
@@ -374,12 +505,11 @@ def _rows_to_leaves(group: _Group, row_values: jax.Array) -> jax.Array:
 
 
 def _leaves_to_rows(group: _Group, leaf_values: jax.Array) -> jax.Array:
-    """Repeat each leaf's value over its rows."""
+    """Repeat each leaf's value over its rows (and the last one over the padding rows)."""
     counts = _rows_per_leaf(group)
-    if len(counts) and np.all(counts == counts[0]) and counts[0] > 0:
+    if group.rows == group.leaf_rows and len(counts) and np.all(counts == counts[0]) and counts[0]:
         return jnp.broadcast_to(leaf_values[:, None], (len(counts), int(counts[0]))).reshape(-1)
-    ids = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
-    return leaf_values[ids]
+    return leaf_values[_row_leaf_ids(group)]
 
 
 @jax.tree_util.register_pytree_with_keys_class
@@ -412,8 +542,12 @@ class FlatBuffers:
         return f"FlatBuffers({list(self.buffers)!r}, {self.layout!r})"
 
 
-def flatten(tree) -> tuple[FlatBuffers, FlatLayout]:
+def flatten(tree, *, row_multiple: int = 1) -> tuple[FlatBuffers, FlatLayout]:
     """Pack a pytree of arrays into flat buffers: ``(flat, layout)``, ``layout = flat.layout``.
+
+    ``row_multiple`` (an integer >= 1) pads each buffer's row count up to a multiple of it with
+    padding rows, so that the buffers split that many ways on their row axis (a mesh axis of
+    that many devices) give each device whole rows.
 
     Example:
         >>> flat, layout = optjax.flat.flatten({"a": jnp.ones(2), "b": jnp.arange(3.0)})
@@ -422,7 +556,7 @@ def flatten(tree) -> tuple[FlatBuffers, FlatLayout]:
         >>> layout.unflatten(flat)["b"]
         Array([0., 1., 2.], dtype=float32)
     """
-    layout = FlatLayout.of(tree)
+    layout = FlatLayout.of(tree, row_multiple=row_multiple)
     return layout.flatten(tree), layout
 
 
@@ -518,7 +652,7 @@ def per_leaf(
         new_updates, state = tx.update(
             layout.unflatten(updates), state, as_tree(params), **extra_args
         )
-        return layout.flatten(new_updates), state
+        return _split_like(layout.flatten(new_updates), updates), state
 
     return mark_flat_ready(GradientTransformation(init, update))
 

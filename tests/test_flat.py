@@ -10,6 +10,7 @@ another order) 8.
 """
 
 import inspect
+import re
 
 import jax
 import jax.numpy as jnp
@@ -497,3 +498,197 @@ def test_lion_single_read_gives_the_papers_steps(b1, b2, mu_dtype):
             np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
         for a, b in zip(jax.tree.leaves(state_p), jax.tree.leaves(state_f)):
             np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
+
+
+# Padding rows (row_multiple): each buffer's rows padded up to a multiple of n, for a buffer
+# split n ways on its row axis (tests/multidevice/test_flat_sharded.py splits them).
+
+
+def padding_mask(layout):
+    """Per buffer, True on the elements that belong to a leaf: each leaf from a block boundary
+    on, in tree order; the rest (a leaf's last row's tail, the padding rows) is padding."""
+    masks = []
+    for group in layout.groups:
+        valid, start = np.zeros(group.rows * group.block, bool), 0
+        for size in group.sizes:
+            valid[start : start + size] = True
+            start += -(-size // group.block) * group.block
+        masks.append(valid)
+    return masks
+
+
+def assert_padding_is_zero(packed):
+    for buf, valid in zip(packed.buffers, padding_mask(packed.layout), strict=True):
+        np.testing.assert_array_equal(np.asarray(buf, np.float32)[~valid], 0)
+
+
+ODD_TREES = {
+    "mixed": make_params,
+    "scalar": lambda: {"s": jnp.ones(())},
+    "few_bf16_rows": lambda: {"w": jnp.ones((40, 33)), "h": jnp.arange(3, dtype=BF16)},
+    "empty_last": lambda: {"a": jnp.arange(5.0), "b": jnp.zeros((0, 4))},
+    "all_empty": lambda: {"a": jnp.zeros((0,)), "b": jnp.zeros((2, 0))},
+}
+
+
+@pytest.mark.parametrize("name", sorted(ODD_TREES))
+def test_rows_are_a_multiple_of_n_and_the_round_trip_holds(name):
+    tree = ODD_TREES[name]()
+    plain = flat.FlatLayout.of(tree)
+    for n in [1, 2, 3, 7, 8, 64, 1000]:
+        packed, layout = flat.flatten(tree, row_multiple=n)
+        assert layout.num_params == plain.num_params and layout.row_multiple == n
+        for group, base, buf in zip(layout.groups, plain.groups, packed.buffers, strict=True):
+            assert group.rows % n == 0 and 0 <= group.rows - group.leaf_rows < n
+            assert group.leaf_rows == base.rows and group.block == base.block  # leaves unmoved
+            assert buf.shape == (group.rows * group.block,)
+        assert_padding_is_zero(packed)
+        for a, b in zip(layout.leaf_sizes(), plain.leaf_sizes(), strict=True):
+            np.testing.assert_array_equal(a, b)
+        back = layout.unflatten(packed)
+        assert jax.tree.structure(back) == jax.tree.structure(tree)
+        for a, b in zip(jax.tree.leaves(tree), jax.tree.leaves(back), strict=True):
+            assert a.shape == b.shape and a.dtype == b.dtype
+            np.testing.assert_array_equal(np.asarray(b, np.float32), np.asarray(a, np.float32))
+        for a, b in zip(layout.flatten(back).buffers, packed.buffers, strict=True):
+            np.testing.assert_array_equal(np.asarray(b, np.float32), np.asarray(a, np.float32))
+
+
+def test_per_leaf_reductions_leave_the_padding_rows_out():
+    rng = np.random.default_rng(4)
+    tree = {
+        "a": jnp.asarray(rng.normal(size=1000), jnp.float32),
+        "b": jnp.asarray(rng.normal(size=(10, 100)), jnp.float32),
+        "c": jnp.asarray(rng.normal(size=3), jnp.float32),
+        "e": jnp.zeros((0,)),  # the last float32 leaf is empty: its mean is NaN
+        "h": jnp.asarray(rng.normal(size=5), BF16),
+    }
+
+    @jax.jit
+    def reductions(packed):
+        return (
+            optjax.tree.leaf_sum(optjax.tree.abs_square, packed),
+            optjax.tree.leaf_sum(jnp.cos, packed),  # cos(0) = 1: a zero padding would count
+            optjax.tree.leaf_mean(jnp.abs, packed),
+            optjax.tree.sum_of_squares(packed),
+            optjax.tree.global_norm(packed),
+        )
+
+    want = reductions(flat.flatten(tree)[0])
+    for n in [3, 8, 64]:
+        packed, layout = flat.flatten(tree, row_multiple=n)
+        noisy = flat.FlatBuffers(  # every padding element, in rows and padding rows, set to 1e6
+            [
+                jnp.where(v, b, 1e6).astype(b.dtype)
+                for b, v in zip(packed.buffers, padding_mask(layout))
+            ],
+            layout,
+        )
+        for got in (reductions(packed), reductions(noisy)):
+            for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got), strict=True):
+                np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-6)
+
+
+def test_padding_rows_take_the_last_nonempty_leaf_in_expand_and_where_leaves():
+    tree = {"a": jnp.ones(5), "b": jnp.ones((2, 3)), "c": jnp.zeros((0,))}
+    packed, layout = flat.flatten(tree, row_multiple=4)
+    (group,) = layout.groups
+    assert group.rows > group.leaf_rows
+    (values,) = layout.expand((jnp.asarray([1.0, 2.0, np.nan]),))  # c is empty: its value NaN
+    np.testing.assert_array_equal(values[group.leaf_rows :], 2.0)
+    assert not np.any(np.isnan(values))
+    (valid,) = padding_mask(layout)
+    ones = flat.FlatBuffers([jnp.where(valid, 1.0, 7.0)], layout)  # padding marked 7 and 9
+    threes = flat.FlatBuffers([jnp.where(valid, 3.0, 9.0)], layout)
+    for keep, padding_rows in [
+        ({"a": True, "b": False, "c": True}, 9.0),  # with b, the last leaf that has rows
+        ({"a": False, "b": True, "c": False}, 7.0),
+    ]:
+        (mixed,) = optjax.tree.where_leaves(keep, ones, threes).buffers
+        tree = layout.unflatten([mixed])
+        np.testing.assert_array_equal(tree["a"], 1.0 if keep["a"] else 3.0)
+        np.testing.assert_array_equal(tree["b"], 1.0 if keep["b"] else 3.0)
+        np.testing.assert_array_equal(mixed[group.leaf_rows * group.block :], padding_rows)
+    scaled = optjax.tree.map_with_leaf_values(
+        lambda x, v: x / v, packed, (jnp.asarray([1.0, 2.0, 0.0]),)
+    )  # c's 0 would make the padding 0 / 0
+    assert_padding_is_zero(scaled)
+    np.testing.assert_array_equal(scaled.unflatten()["b"], 0.5)
+
+
+PADDED = {
+    "adam": lambda: optjax.adam(1e-2),
+    "clipped_adamw_masked": lambda: optjax.chain(  # a global norm, a per-leaf mask
+        optjax.clip_by_global_norm(0.5), optjax.adamw(1e-2, weight_decay=0.1, mask=weight_mask)
+    ),
+    "adafactor_momentum": lambda: optjax.chain(  # views for "emb", leaf means on the buffers
+        optjax.adafactor(1e-2, momentum=0.9), optjax.clip_by_block_rms(0.1)
+    ),
+}
+
+
+def flat_steps(tx, packed, grads):
+    """Params buffers after each jitted step (host copies), and the last state."""
+    state = tx.init(packed)
+    step = jax.jit(
+        lambda p, s, g: (lambda u, s: (optjax.apply_updates(p, u), s))(*tx.update(g, s, p))
+    )
+    out = []
+    for g in grads:
+        packed, state = step(packed, state, g)
+        out.append(jax.tree.map(np.asarray, packed))
+    return out, state
+
+
+@pytest.mark.parametrize("name", sorted(PADDED))
+def test_padding_rows_stay_zero_and_the_steps_match_the_unpadded_layout(name):
+    params = make_params()
+    params["zz"] = jnp.zeros((0, 3))  # the float32 group's last leaf is empty
+    grads = make_grads(params, 3)
+    plain = flat.FlatLayout.of(params)
+    padded = flat.FlatLayout.of(params, row_multiple=8)
+    assert all(g.rows > g.leaf_rows for g in padded.groups)
+    want, _ = flat_steps(PADDED[name](), plain.flatten(params), [plain.flatten(g) for g in grads])
+    got, state = flat_steps(
+        PADDED[name](), padded.flatten(params), [padded.flatten(g) for g in grads]
+    )
+    for w, g in zip(want, got, strict=True):
+        assert_padding_is_zero(g)
+        assert_close(g.unflatten(), w.unflatten(), ulps=8)
+    moments = optjax.tree.get(state, flat.FlatBuffers)
+    assert moments  # some state is held flat: its padding is zero too
+    for moment in moments:
+        assert moment.layout == padded
+        assert_padding_is_zero(moment)
+
+
+BAD_MULTIPLES = [0, -1, -8, 1.0, 8.0, 2.5, float("nan"), True, False, "8", "", None, [8], (8,)]
+BAD_MULTIPLES += [np.float32(8), np.array([8]), jnp.asarray(8.0)]
+
+
+@pytest.mark.parametrize("value", BAD_MULTIPLES, ids=repr)
+def test_row_multiple_must_be_an_integer_of_at_least_one(value):
+    tree = {"a": jnp.ones(3)}
+    message = rf"row_multiple must be an integer >= 1, got row_multiple={re.escape(repr(value))}"
+    with pytest.raises(ValueError, match=message):
+        flat.flatten(tree, row_multiple=value)
+    with pytest.raises(ValueError, match=message):
+        flat.FlatLayout.of(tree, row_multiple=value)
+
+
+def test_row_multiple_takes_python_and_numpy_integers():
+    tree = {"a": jnp.ones(3)}
+    for value in [1, 5, np.int32(5), np.int64(5), 10**6]:
+        assert flat.FlatLayout.of(tree, row_multiple=value).groups[0].rows % int(value) == 0
+
+
+def test_the_row_multiple_is_part_of_the_layouts_identity():
+    tree = {"a": jnp.ones(32), "b": jnp.ones(32)}  # 2 rows of 32: a multiple of 1 and of 2
+    one, two, four = (flat.FlatLayout.of(tree, row_multiple=n) for n in (1, 2, 4))
+    assert one.groups[0].rows == two.groups[0].rows == 2
+    assert one != two and hash(one) != hash(two) and repr(one) != repr(two)
+    assert two == flat.FlatLayout.of(tree, row_multiple=2) and hash(two) == hash(
+        flat.FlatLayout.of(tree, row_multiple=2)
+    )
+    assert "row_multiple=2" in repr(two) and "row_multiple" not in repr(one)
+    assert "4x32 (2 padding rows)" in repr(four)
