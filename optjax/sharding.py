@@ -10,9 +10,11 @@ for Adafactor's factored moments), so the state follows the parameters' sharding
       params = jax.device_put(params, NamedSharding(mesh, P("data")))  # each leaf split 8 ways
       state = tx.init(params)                                           # so is its state
 
-- **ZeRO-1** (parameters replicated, state sharded): `zero1` wraps a transform so that each state
-  leaf is split over the data axis whatever the parameters' layout, and each device updates
-  only its slice.
+- **ZeRO-1** (parameters replicated, state sharded): `zero1` wraps a transform so that it sees
+  each large parameter split over the data axis, whatever the parameters' own layout: the state
+  it builds from them (moments, traces) is split the same way, and each device updates only its
+  slice. A statistic reduced over the split dimension (a factored moment of Adafactor) is whole
+  on every device, like the parameter-free leaves (counts).
 
 `state_sharding` finds the shardings of ``tx.init(params)`` by tracing, and `init_sharded`
 builds the state directly in them. Both work on meshes with Auto or Explicit axes.
@@ -165,9 +167,10 @@ def zero1(
     Each leaf of the updates and the parameters is resharded to its `zero1_spec` (its largest
     dimension that the axis divides takes the axis) before ``tx`` sees it, so ``tx`` builds and
     updates its state on those slices: each device holds and updates 1/n of every large state
-    leaf, even when the parameters are replicated. The updates are then gathered back to the
-    parameters' layout, once per leaf. Leaves with fewer than ``min_size`` elements, or with no
-    dimension the axis divides, stay as they are.
+    leaf shaped like its parameter, even when the parameters are replicated (a statistic
+    reduced over the split dimension, like Adafactor's factored moments, is whole on each).
+    The updates are then gathered back to the parameters' layout, once per leaf. Leaves with
+    fewer than ``min_size`` elements, or with no dimension the axis divides, stay as they are.
 
     The numbers are ``tx``'s: the same to the bit for elementwise transforms; a transform that
     reduces over a leaf or the whole tree (global-norm clipping, trust ratios) sums in another

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from real_data import MNIST_DIR, needs_mnist
+from real_data import FAST_COMPILE, MNIST_DIR, needs_mnist
 from test_data import spec_for, write_dataset
 
 import optjax
@@ -205,7 +205,7 @@ def test_real_torch_compat_presets_resolve():
             "unknown optimizer 'nope'; choose from adadelta,",
         ),
         (["--steps", "-5"], 2, "--steps must be an integer >= 1, got -5"),
-        (["--resume"], 2, "--resume needs --checkpoint PATH, the file to resume from"),
+        (["--resume"], 2, "--resume needs --checkpoint DIR, the directory to resume from"),
         (["--batch-size", "0"], 2, "--batch-size must be an integer >= 1, got 0"),
         (["--optimizer", "adam"], 2, "optimizer 'adam' needs --learning-rate"),
         (
@@ -240,6 +240,19 @@ def test_real_torch_compat_presets_resolve():
         ),
         (["--devices", "2", "--zero", "--fsdp"], 2, "give --zero or --fsdp, not both"),
         (["--devices", "2", "--flat"], 2, "--flat does not work with --devices yet"),
+        (["--processes", "2"], 2, "--processes needs --devices N"),
+        (["--devices", "4", "--processes", "0"], 2, "--processes must be an integer >= 1, got 0"),
+        (["--devices", "4", "--processes", "-3"], 2, "--processes must be an integer >= 1, got -3"),
+        (
+            ["--devices", "4", "--processes", "3"],
+            2,
+            "--devices must be a multiple of --processes 3",
+        ),
+        (
+            ["--devices", "4", "--processes", "2", "--distributed"],
+            2,
+            "give --processes (on this machine) or --distributed, not both",
+        ),
         (["--optimizer", "sgd", "--lr", "0.1", "--nesterov"], 2, "--nesterov needs --momentum > 0"),
         (
             ["--optimizer", "torch.Betas"],
@@ -516,24 +529,50 @@ def test_without_flax_the_command_says_what_to_install(tmp_path):
 
 
 @needs_mnist
-def test_cli_on_eight_cpu_devices_gives_the_one_device_run(tmp_path):
+def test_cli_on_eight_cpu_devices_in_one_or_two_processes_gives_the_one_device_run(tmp_path):
     """--devices 8 in a process of its own: it makes 8 CPU devices, splits each batch over them
-    (and the optimizer state, with --zero), and trains the one-device run's numbers."""
+    (and the optimizer state, with --zero), and trains the one-device run's numbers; with
+    --processes 2, two processes of 4 devices each, joined on 127.0.0.1, train the same and
+    checkpoint it (each writing its shards); one process resumes it on 8 devices with the
+    parameters split too (--fsdp), and refuses a resume with another optimizer."""
+    checkpoint = str(tmp_path / "run")
 
-    def run(*extra):
-        out = tmp_path / f"r{len(extra)}.json"
+    def run(name, *extra, status=0):
+        out = tmp_path / f"{name}.json"
         command = [sys.executable, "-m", "optjax.train", "--data-dir", str(MNIST_DIR)]
-        command += ["--steps", "40", "--log-every", "20", "--batch-size", "64", "--quiet"]
+        command += ["--steps", "60", "--log-every", "20", "--batch-size", "64", "--quiet"]
         command += ["--seeds", "0,1", "--json", str(out), *extra]
-        subprocess.run(command, check=True, capture_output=True, cwd=REPO, timeout=300)
-        return json.loads(out.read_text())
+        env = {**os.environ, **FAST_COMPILE}
+        done = subprocess.run(
+            command, capture_output=True, text=True, env=env, cwd=REPO, timeout=300
+        )
+        assert done.returncode == status, done.stderr
+        return (json.loads(out.read_text()) if status == 0 else None), done.stdout + done.stderr
 
-    one, eight = run(), run("--devices", "8", "--zero")
+    (one, _), (eight, _) = run("one"), run("eight", "--devices", "8", "--zero")
+    two, printed = run(
+        "two", "--steps", "40", "--devices", "8", "--zero", "--processes", "2",
+        "--checkpoint", checkpoint,
+    )  # fmt: skip
+    assert sorted(os.listdir(checkpoint)) == ["20", "40"]
+    resume = ["--devices", "8", "--fsdp", "--checkpoint", checkpoint, "--resume"]
+    _, refused = run("refused", *resume, "--optimizer", "sgd", "--lr", "0.001", status=2)
+    resumed, _ = run("resumed", *resume)
+
     assert eight["config"]["devices"] == 8 and eight["config"]["zero"] is True
-    np.testing.assert_allclose(
-        eight["history"]["train_loss"], one["history"]["train_loss"], rtol=1e-5
+    assert "8 devices, zero, 2 processes" in printed and "[Gloo]" not in printed
+    assert printed.count("test accuracy:") == 1  # process 0 reports, the other keeps quiet
+    assert refused.strip().endswith(
+        f"error: cannot resume from {checkpoint!r}: it was saved with optimizer='adam', this "
+        "run has optimizer='sgd'"
     )
-    assert [r["test_accuracy"] for r in eight["runs"]] == [r["test_accuracy"] for r in one["runs"]]
+    expected = np.asarray(one["history"]["train_loss"])
+    np.testing.assert_allclose(eight["history"]["train_loss"], expected, rtol=1e-5)
+    np.testing.assert_allclose(two["history"]["train_loss"], expected[:2], rtol=1e-5)
+    np.testing.assert_allclose(resumed["history"]["train_loss"], expected[2:], rtol=1e-5)
+    for result in (eight, resumed):
+        accuracies = [r["test_accuracy"] for r in result["runs"]]
+        assert accuracies == [r["test_accuracy"] for r in one["runs"]]
 
 
 @needs_mnist

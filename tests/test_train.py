@@ -1,6 +1,8 @@
 """Models, the train step (against a NumPy float64 backprop), vmapped runs against separate
 runs, optax and nnx.Optimizer interplay, and a real-data MNIST run."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -373,7 +375,7 @@ def _noise_dataset():
     ids=["adam", "inject_hyperparams", "MultiSteps"],
 )
 def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, make_tx):
-    data, path = _noise_dataset(), tmp_path / "run.npz"
+    data, path = _noise_dataset(), tmp_path / "run"
     common = {"batch_size": 16, "seeds": [0, 1], "log_every": 3}
     whole = train(MLP, make_tx(), data, steps=12, **common)
     train(MLP, make_tx(), data, steps=6, checkpoint=str(path), **common)
@@ -387,21 +389,37 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, make_tx):
 
 
 def test_resume_errors(tmp_path):
-    data, path = _noise_dataset(), tmp_path / "run.npz"
-    with pytest.raises(ValueError, match="resume=True needs checkpoint=PATH"):
-        train(MLP, optjax.adam(1e-3), data, steps=4, batch_size=16, resume=True)
-    train(MLP, optjax.adam(1e-3), data, steps=4, batch_size=16, log_every=2, checkpoint=str(path))
+    data, path = _noise_dataset(), str(tmp_path / "run")
+    adam = optjax.adam(1e-3)
+    with pytest.raises(ValueError, match="resume=True needs checkpoint=DIR"):
+        train(MLP, adam, data, steps=4, batch_size=16, resume=True)
+    with pytest.raises(ValueError, match=r"resume=True, but checkpoint='.*' holds no step"):
+        train(MLP, adam, data, steps=4, batch_size=16, checkpoint=path, resume=True)
+    train(MLP, adam, data, steps=4, batch_size=16, log_every=2, checkpoint=path, seeds=[0, 1])
+    common = {"checkpoint": path, "batch_size": 16, "seeds": [0, 1]}
+    with pytest.raises(ValueError, match=r"holds steps \[2, 4\] already: pass resume=True"):
+        train(MLP, adam, data, steps=8, **common)  # a new run never writes over a saved one
     with pytest.raises(ValueError, match="is at step 4; steps=4 leaves nothing to run"):
-        train(
-            MLP, optjax.adam(1e-3), data, steps=4, batch_size=16, checkpoint=str(path), resume=True
-        )
-    with pytest.raises(ValueError, match=r"differ|mismatch|shape"):  # another optimizer's state
-        train(MLP, optjax.sgd(0.1), data, steps=8, batch_size=16, checkpoint=str(path), resume=True)
+        train(MLP, adam, data, steps=4, resume=True, **common)
+    with pytest.raises(ValueError, match=r"does not match the template: the checkpoint has "):
+        train(MLP, optjax.sgd(0.1), data, steps=8, resume=True, **common)
+    # Settings that differ from the saved ones are refused, naming the first.
+    for changed, message in [
+        ({"batch_size": 32}, "it was saved with batch_size=16, this run has batch_size=32"),
+        ({"seeds": [0, 2]}, r"it was saved with seeds=\[0, 1\], this run has seeds=\[0, 2\]"),
+        ({"seeds": [0]}, r"it was saved with seeds=\[0, 1\], this run has seeds=\[0\]"),
+        ({"flat": True}, "it was saved with flat=False, this run has flat=True"),
+        ({"settings": {"note": "x"}}, "it was saved with note=None, this run has note='x'"),
+    ]:
+        with pytest.raises(ValueError, match=f"cannot resume from '.*': {message}$"):
+            train(MLP, adam, data, steps=8, resume=True, **{**common, **changed})
+    with pytest.raises(ValueError, match="it was saved with dataset='noise', this run has "):
+        train(MLP, adam, dataclasses.replace(data, name="other"), steps=8, resume=True, **common)
 
 
 @pytest.mark.parametrize("model", ["mlp", "cnn"])
 def test_flat_training_matches_the_tree_path(model, tmp_path):
-    data, path = _noise_dataset(), tmp_path / "flat.npz"
+    data, path = _noise_dataset(), tmp_path / "flat"
 
     def make_tx():  # no Adam here: it amplifies rounding where sqrt(v) ~ eps
         return optjax.chain(
@@ -420,9 +438,8 @@ def test_flat_training_matches_the_tree_path(model, tmp_path):
     np.testing.assert_allclose(flat.test_accuracies, tree.test_accuracies)
     # The flat state checkpoints and resumes like the tree one.
     train(model, make_tx(), data, flat=True, checkpoint=str(path), **{**common, "steps": 3})
-    with np.load(path) as saved:  # the state was flat: buffers holding every run's parameters
-        num_params = sum(x.size for x in leaves(tree.params))
-        assert any(saved[k].size >= num_params for k in saved.files if k != "manifest")
+    with pytest.raises(ValueError, match="it was saved with flat=True, this run has flat=False"):
+        train(model, make_tx(), data, checkpoint=str(path), resume=True, **common)
     resumed = train(model, make_tx(), data, flat=True, checkpoint=str(path), resume=True, **common)
     for a, b in zip(leaves(flat.params), leaves(resumed.params), strict=True):
         np.testing.assert_array_equal(a, b)

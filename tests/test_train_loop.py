@@ -72,8 +72,12 @@ def test_evaluation_in_padded_batches_equals_one_pass_over_the_test_set(eval_bat
         ({"zero": True}, "zero=True needs mesh=, a mesh with a 'data' axis"),
         ({"fsdp": True}, "fsdp=True needs mesh=, a mesh with a 'data' axis"),
         ({"mesh": "cpu"}, "mesh must be a jax.sharding.Mesh with a 'data' axis, got mesh='cpu'"),
-        ({"checkpoint": 3}, r"checkpoint must be a file path \(str or os.PathLike\) or None"),
-        ({"resume": True}, "resume=True needs checkpoint=PATH, the file to resume from, got "),
+        ({"checkpoint": 3}, r"checkpoint must be a directory path \(str or os.PathLike\) or "),
+        ({"resume": True}, "resume=True needs checkpoint=DIR, the directory to resume from, "),
+        ({"settings": [1]}, r"settings must be a dict of JSON values .* got settings=\[1\]"),
+        ({"settings": {"a": object}}, "settings must be a dict of JSON values"),
+        ({"settings": {"lr": float("nan")}}, r"settings must be .* got settings=\{'lr': nan\}"),
+        ({"settings": "lr=1"}, "settings must be a dict of JSON values"),
     ],
 )
 def test_run_config_rejects_bad_values_naming_them(options, message):
@@ -99,6 +103,7 @@ def test_run_config_is_frozen_and_its_defaults_are_the_documented_ones():
         "mesh": None,
         "zero": False,
         "fsdp": False,
+        "settings": None,
     }
     assert config.eval_interval == 5 and RunConfig(steps=5, eval_every=2).eval_interval == 2
     with pytest.raises(dataclasses.FrozenInstanceError):

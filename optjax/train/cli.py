@@ -31,6 +31,7 @@ from rich.progress import Progress as RichProgress
 
 import optjax
 from optjax import optimizers as optjax_optimizers
+from optjax.train import launch
 from optjax.train.data import DATASETS, ChecksumError, DataNotFoundError, IDXError, load_dataset
 from optjax.train.loop import sweep, train
 from optjax.train.models import CNN, INITS, MLP
@@ -287,12 +288,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--checkpoint",
-        metavar="PATH",
+        metavar="DIR",
         default=None,
-        help="save the train state to PATH every --log-every steps (default: none)",
+        help="save the train state in DIR every --log-every steps, the last 3 kept, with the "
+        "run's arguments (default: none)",
     )
     p.add_argument(
-        "--resume", action="store_true", help="continue from --checkpoint as if never stopped"
+        "--resume",
+        action="store_true",
+        help="continue from --checkpoint's latest step as if never stopped (refused if the "
+        "run's arguments differ; --steps and the devices may)",
     )
     p.add_argument(
         "--plot",
@@ -323,6 +328,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--fsdp",
         action="store_true",
         help="with --devices: split the parameters and their state over the devices (FSDP)",
+    )
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        metavar="P",
+        help="with --devices N: run as P processes on this machine, N/P CPU devices each, "
+        "joined by jax.distributed on 127.0.0.1 (default: one process)",
+    )
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="one process of a cluster (TPU slice, SLURM, Open MPI): start the same command on "
+        "every host; jax.distributed.initialize() finds the others",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -534,9 +553,18 @@ def _check_args(args: argparse.Namespace) -> None:
             raise UsageError("give --zero or --fsdp, not both (FSDP splits the state too)")
         if args.flat:
             raise UsageError("--flat does not work with --devices yet")
-    for flag in ("zero", "fsdp"):
+    for flag in ("zero", "fsdp", "processes"):
         if getattr(args, flag) and args.devices is None:
             raise UsageError(f"--{flag} needs --devices N")
+    if args.processes is not None:
+        if args.processes < 1:
+            raise UsageError(f"--processes must be an integer >= 1, got {args.processes}")
+        if args.devices % args.processes:
+            raise UsageError(
+                f"--devices must be a multiple of --processes {args.processes}, got {args.devices}"
+            )
+        if args.distributed:
+            raise UsageError("give --processes (on this machine) or --distributed, not both")
     lrs = args.learning_rate
     if lrs is not None and any(not 0 <= lr < float("inf") for lr in lrs):
         raise UsageError(f"--learning-rate must be finite and >= 0, got {','.join(map(str, lrs))}")
@@ -565,8 +593,13 @@ def _model_from_args(args: argparse.Namespace) -> Callable:
 
 def request_devices(args: Sequence[str]) -> None:
     """Ask JAX for ``--devices N`` CPU devices, before anything starts its backend (a machine
-    with accelerators uses those; on one without, the CPU is split into N devices). Called by
-    ``python -m optjax.train``, a process of its own; elsewhere, set the devices yourself."""
+    with accelerators uses those; on one without, the CPU is split into N devices); a process
+    that `launch.spawn` started, or one given ``--distributed``, joins its siblings instead.
+    Called by ``python -m optjax.train``, a process of its own; elsewhere, set the devices
+    yourself."""
+    if launch.is_worker() or "--distributed" in args:
+        launch.initialize(distributed=True)
+        return
     for i, arg in enumerate(args):
         value = arg.split("=", 1)[1] if arg.startswith("--devices=") else None
         if arg == "--devices" and i + 1 < len(args):
@@ -598,6 +631,21 @@ def _mesh_options(args: argparse.Namespace) -> dict:
     return {"mesh": mesh, "zero": args.zero, "fsdp": args.fsdp}
 
 
+# The arguments a checkpoint stores (besides the dataset, batch size, seeds and learning rates
+# that every harness checkpoint stores), so that --resume with others is refused.
+_RUN_ARGUMENTS = (
+    "optimizer",
+    "momentum",
+    "nesterov",
+    "weight_decay",
+    "model",
+    "hidden",
+    "channels",
+    "dropout",
+    "init",
+)
+
+
 def run(args: argparse.Namespace) -> TrainResult:
     """Train as the parsed command line says; raises UsageError for bad arguments."""
     _check_args(args)
@@ -618,7 +666,7 @@ def run(args: argparse.Namespace) -> TrainResult:
     model = _model_from_args(args)
 
     if args.resume and args.checkpoint is None:
-        raise UsageError("--resume needs --checkpoint PATH, the file to resume from")
+        raise UsageError("--resume needs --checkpoint DIR, the directory to resume from")
     if lrs is not None and len(lrs) > 1 and args.checkpoint is not None:
         raise UsageError("--checkpoint works with a single --learning-rate, not a sweep")
     dataset = load_dataset(args.dataset, args.data_dir, download_missing=not args.no_download)
@@ -637,16 +685,20 @@ def run(args: argparse.Namespace) -> TrainResult:
         "checkpoint": args.checkpoint,
         "resume": args.resume,
         "flat": args.flat,
+        "settings": {name: getattr(args, name) for name in _RUN_ARGUMENTS},
         **_mesh_options(args),
     }
     bar = None if args.quiet else ProgressBar()
     with bar if bar is not None else contextlib.nullcontext():
         common = {"seeds": args.seeds, "callback": bar, **config}
-        if lrs is not None and len(lrs) > 1:
-            return sweep(model, make_tx, dataset, learning_rates=lrs, **common)
-        if lrs is None:
-            return train(model, make_tx(None), dataset, **common)
-        return train(model, make_tx, dataset, learning_rate=lrs[0], **common)
+        try:
+            if lrs is not None and len(lrs) > 1:
+                return sweep(model, make_tx, dataset, learning_rates=lrs, **common)
+            if lrs is None:
+                return train(model, make_tx(None), dataset, **common)
+            return train(model, make_tx, dataset, learning_rate=lrs[0], **common)
+        except ValueError as error:  # the checkpoint directory, say: one line, not a traceback
+            raise UsageError(str(error)) from None
 
 
 def _title(args: argparse.Namespace, result: TrainResult) -> str:
@@ -670,6 +722,8 @@ def _title(args: argparse.Namespace, result: TrainResult) -> str:
     options += ["flat"] if args.flat else []
     if args.devices is not None:
         options += [f"{args.devices} devices"] + [f for f in ("zero", "fsdp") if getattr(args, f)]
+    if jax.process_count() > 1:
+        options += [f"{jax.process_count()} processes"]
     return (
         f"{args.dataset}, {args.model}, {args.optimizer} ({', '.join(options)}), "
         f"{result.steps} steps of batch {result.batch_size}, {len(result.runs)} run(s)"
@@ -685,16 +739,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
-    started = datetime.datetime.now(datetime.UTC)
-    t0 = time.perf_counter()
     try:
-        result = run(args)
+        if args.processes is not None and not launch.is_worker():
+            _check_args(args)
+            argv = sys.argv[1:] if argv is None else list(argv)
+            return launch.spawn([*argv, "--quiet"], args.processes, args.devices)
+        return _train_and_report(args)
     except UsageError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
     except (DataNotFoundError, IDXError, ChecksumError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 1
+    finally:
+        if launch.is_worker() or args.distributed:
+            jax.distributed.shutdown()
+
+
+def _train_and_report(args: argparse.Namespace) -> int:
+    """Train, then (in process 0: every process has the results) print the table and write
+    the files asked for."""
+    started = datetime.datetime.now(datetime.UTC)
+    t0 = time.perf_counter()
+    result = run(args)
+    if jax.process_index() != 0:
+        return 0
     title = _title(args, result)
     print(summary_table(result, title))
     if args.json:

@@ -15,7 +15,9 @@ result (`_result`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -68,10 +70,15 @@ class RunConfig:
     ``steps`` steps of ``batch_size`` examples each, run ``log_every`` at a time (one call, one
     progress report); the test set is evaluated in batches of ``eval_batch_size`` every
     ``eval_every`` steps (rounded up to a multiple of ``log_every``; None: only at the end) and
-    at the end. ``checkpoint=PATH`` saves the train state after every ``log_every`` steps
-    (optjax.checkpoint); ``resume=True`` continues from that file exactly as the uninterrupted
-    run would have. ``flat=True`` holds params and optimizer state in contiguous buffers
-    (optjax.flat): the same numbers, one fused update over the buffers instead of one per leaf.
+    at the end. ``checkpoint=DIR`` saves the train state after every ``log_every`` steps, in a
+    step directory of DIR (optjax.checkpoint.Checkpointer: each array written by the devices
+    that hold it, the last 3 steps kept), with the run's settings: its batch size, seeds,
+    learning rates, dataset and layout, and ``settings``, any other JSON values that identify
+    it (the command line stores its arguments). ``resume=True`` continues from DIR's latest
+    step exactly as the uninterrupted run would have, on the same mesh or another; a resume
+    whose settings differ is refused. ``flat=True`` holds params and optimizer state in
+    contiguous buffers (optjax.flat): the same numbers, one fused update over the buffers
+    instead of one per leaf.
 
     ``mesh`` (a jax.sharding.Mesh with a ``"data"`` axis) trains data-parallel: each batch is
     split over the data axis, the parameters are replicated and the gradients summed across
@@ -101,6 +108,7 @@ class RunConfig:
     mesh: jax.sharding.Mesh | None = None
     zero: bool = False
     fsdp: bool = False
+    settings: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every", "eval_batch_size"):
@@ -114,13 +122,25 @@ class RunConfig:
                 )
         if self.checkpoint is not None and not isinstance(self.checkpoint, (str, os.PathLike)):
             raise ValueError(
-                f"checkpoint must be a file path (str or os.PathLike) or None, "
+                f"checkpoint must be a directory path (str or os.PathLike) or None, "
                 f"got checkpoint={self.checkpoint!r}"
             )
         if self.resume and self.checkpoint is None:
             raise ValueError(
-                "resume=True needs checkpoint=PATH, the file to resume from, got checkpoint=None"
+                "resume=True needs checkpoint=DIR, the directory to resume from, got "
+                "checkpoint=None"
             )
+        if self.settings is not None:
+            try:
+                json.dumps(self.settings, allow_nan=False)
+                ok = isinstance(self.settings, dict)
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise ValueError(
+                    "settings must be a dict of JSON values (str keys; numbers, strings, lists) "
+                    f"or None, got settings={self.settings!r}"
+                )
         self._check_mesh()
 
     def _check_mesh(self) -> None:
@@ -387,9 +407,10 @@ class _DeviceData(NamedTuple):
 
 
 def _place(config: RunConfig, x, spec: PartitionSpec | None = None):
-    """``x`` on the device, or with a mesh laid out as ``spec`` on it (replicated if None)."""
+    """``x`` (an array or a tree) on the device; with a mesh, laid out on it as ``spec``
+    (replicated if None). Over several processes, each passes the same host value."""
     if config.mesh is None:
-        return jnp.asarray(x)
+        return jax.tree.map(jnp.asarray, x)
     return jax.device_put(x, NamedSharding(config.mesh, spec or PartitionSpec()))
 
 
@@ -510,7 +531,7 @@ class _Evaluation:
     """``evaluate(params, other) -> (loss, accuracy)``, one value per run over the whole test
     set: one jitted call per padded batch, masked sums kept on the device until the end."""
 
-    def __init__(self, graphdef_eval: nnx.GraphDef, test: list[tuple]):
+    def __init__(self, graphdef_eval: nnx.GraphDef, test: list[tuple], count: int, config):
         def batch_sums(params, other, images, labels, mask):
             def one_run(p, o):
                 logits = nnx.merge(graphdef_eval, as_tree(p), o)(scale_images(images))
@@ -518,8 +539,10 @@ class _Evaluation:
 
             return jax.vmap(one_run)(params, other)
 
-        self.sums, self.test = jax.jit(batch_sums), test
-        self.count = sum(float(np.asarray(batch[2]).sum()) for batch in test)  # unpadded size
+        # On a mesh the sums come back on every device, so any process can read them.
+        out = None if config.mesh is None else NamedSharding(config.mesh, PartitionSpec())
+        self.sums, self.test = jax.jit(batch_sums, out_shardings=out), test
+        self.count = count  # the unpadded size
 
     def __call__(self, params, other) -> tuple[np.ndarray, np.ndarray]:
         on_mesh = len(jax.tree.leaves(params)[0].sharding.device_set) > 1
@@ -547,9 +570,10 @@ class _Setup(NamedTuple):
 def _setup(model, make_tx, runs: _Runs, dataset: Dataset, config: RunConfig) -> _Setup:
     """The runs' initial state, their samplers, the step and evaluation programs, and the data
     on the device."""
-    graphdef, params, other = init_runs(model, runs.seeds)
+    graphdef, params, other = init_runs(model, runs.seeds)  # NumPy, the same in every process
     hypers = _place(config, np.asarray(runs.learning_rates or [0.0] * len(runs.seeds), np.float32))
-    state = _init_state(make_tx, params, other, hypers, config)
+    placed_params, placed_other = _place(config, params), _place(config, other)
+    state = _init_state(make_tx, placed_params, placed_other, hypers, config)
     shardings = jax.tree.map(lambda x: x.sharding, state) if config.mesh is not None else None
     first = jax.tree.map(lambda x: x[0], (params, other))  # NumPy: compiles nothing
     graphdef_eval = eval_graphdef(graphdef, *first)
@@ -557,23 +581,69 @@ def _setup(model, make_tx, runs: _Runs, dataset: Dataset, config: RunConfig) -> 
     samplers = [BatchSampler(n_train, config.batch_size, seed) for seed in runs.seeds]
     data = _device_data(dataset, config)
     steps = _Steps(graphdef, make_tx, hypers, data, samplers, config, shardings)
-    return _Setup(state, samplers, steps, _Evaluation(graphdef_eval, data.test), graphdef_eval)
+    evaluate = _Evaluation(graphdef_eval, data.test, len(dataset.test_labels), config)
+    return _Setup(state, samplers, steps, evaluate, graphdef_eval)
+
+
+def _settings(runs: _Runs, dataset: Dataset, config: RunConfig) -> dict[str, Any]:
+    """What identifies the runs beyond their length and devices, as a checkpoint stores it."""
+    rates = runs.learning_rates
+    values = {
+        "dataset": dataset.name,
+        "batch_size": config.batch_size,
+        "seeds": [int(seed) for seed in runs.seeds],
+        "learning_rates": None if rates is None else [float(rate) for rate in rates],
+        "flat": config.flat,
+        **(config.settings or {}),
+    }
+    return json.loads(json.dumps(values))  # as it reads back (tuples as lists)
+
+
+def _open_checkpoints(
+    config: RunConfig, settings: dict[str, Any]
+) -> optjax_checkpoint.Checkpointer | None:
+    """The run's checkpoint directory, checked before anything is built: a new run refuses one
+    that holds steps already; a resumed one needs a step saved with the same ``settings``, and
+    a refusal names the first setting that differs."""
+    if config.checkpoint is None:
+        return None
+    checkpoints = optjax_checkpoint.Checkpointer(config.checkpoint)
+    where, step = checkpoints.directory, checkpoints.latest_step()
+    problem = None
+    if not config.resume and step is not None:
+        problem = (
+            f"checkpoint={where!r} holds steps {checkpoints.all_steps()} already: pass "
+            "resume=True to continue from them, or another directory"
+        )
+    elif config.resume and step is None:
+        problem = f"resume=True, but checkpoint={where!r} holds no step to resume from"
+    elif config.resume:
+        saved = checkpoints.metadata(step)
+        for key in [*settings, *(k for k in saved if k not in settings)]:
+            if saved.get(key) != settings.get(key):
+                problem = (
+                    f"cannot resume from {where!r}: it was saved with {key}={saved.get(key)!r}, "
+                    f"this run has {key}={settings.get(key)!r}"
+                )
+                break
+    if problem is not None:
+        checkpoints.close()
+        raise ValueError(problem)
+    return checkpoints
 
 
 def _resume(
-    path: str | os.PathLike[str], steps: int, state: TrainState, samplers
+    checkpoints: optjax_checkpoint.Checkpointer, steps: int, state: TrainState, samplers
 ) -> tuple[TrainState, int]:
-    """The state and step saved at ``path`` (``state`` is the template), with each sampler
-    advanced past the batches already taken."""
-    restored = optjax_checkpoint.restore(path, {"state": state, "step": 0})
-    placed = jax.tree.map(
-        lambda new, old: jax.device_put(new, old.sharding), restored["state"], state
-    )
-    state, step = placed, int(restored["step"])
+    """The state at the latest step in ``checkpoints``, laid out like ``state`` (the template:
+    the mesh saved from or another), with each sampler advanced past the batches already taken."""
+    step = checkpoints.latest_step() or 0  # _open_checkpoints checked there is one
     if step >= steps:
         raise ValueError(
-            f"the checkpoint {path} is at step {step}; steps={steps} leaves nothing to run"
+            f"the checkpoint {checkpoints.directory!r} is at step {step}; steps={steps} leaves "
+            "nothing to run"
         )
+    state = checkpoints.restore({"state": state}, step)["state"]
     for sampler in samplers:  # replay the data order up to the checkpoint
         sampler.take(step)
     return state, step
@@ -626,9 +696,19 @@ def _result(
         setup.steps.compile_seconds,
         config.steps / setup.steps.run_seconds,
         setup.graphdef_eval,
-        jax.jit(jax.vmap(as_tree))(state.params) if config.flat else state.params,
-        state.other,
+        _readable(jax.jit(jax.vmap(as_tree))(state.params) if config.flat else state.params),
+        _readable(state.other),
     )
+
+
+def _readable(tree):
+    """``tree`` with every leaf whole in this process: leaves split over the devices of several
+    processes are gathered onto every device (each process then holds all of it)."""
+    leaves = jax.tree.leaves(tree)
+    if all(x.is_fully_addressable for x in leaves if isinstance(x, jax.Array)):
+        return tree
+    mesh = next(x.sharding.mesh for x in leaves if isinstance(x.sharding, NamedSharding))
+    return jax.jit(lambda t: t, out_shardings=NamedSharding(mesh, PartitionSpec()))(tree)
 
 
 def _run(model, make_tx, runs: _Runs, dataset: Dataset, config: RunConfig, callback) -> TrainResult:
@@ -636,27 +716,30 @@ def _run(model, make_tx, runs: _Runs, dataset: Dataset, config: RunConfig, callb
     next one donates the state's buffers), the test set evaluated when due and at the end."""
     start = time.perf_counter()
     _check_runs(runs, dataset, config)
-    setup = _setup(model, make_tx, runs, dataset, config)
-    state, step = setup.state, 0
-    if config.resume and config.checkpoint is not None:
-        state, step = _resume(config.checkpoint, config.steps, state, setup.samplers)
-    next_eval = min((step // config.eval_interval + 1) * config.eval_interval, config.steps)
-    history = _History()
-    while step < config.steps:
-        state, chunk = setup.steps(state, min(config.log_every, config.steps - step))
-        step += chunk.steps
-        if config.checkpoint is not None:
-            optjax_checkpoint.save(config.checkpoint, {"state": state, "step": step})
-        history.record_chunk(step, chunk)
-        test_accuracy = None
-        if step >= next_eval or step == config.steps:
-            loss, acc = setup.evaluate(state.params, state.other)
-            history.record_evaluation(step, loss, acc)
-            test_accuracy, next_eval = float(acc.mean()), step + config.eval_interval
-        if callback is not None:
-            loss_mean, acc_mean = float(chunk.loss.mean()), float(chunk.accuracy.mean())
-            speed = chunk.steps / chunk.seconds
-            callback(Progress(step, config.steps, loss_mean, acc_mean, speed, test_accuracy))
+    settings = _settings(runs, dataset, config)
+    checkpoints = _open_checkpoints(config, settings)
+    with checkpoints if checkpoints is not None else contextlib.nullcontext():  # waits at the end
+        setup = _setup(model, make_tx, runs, dataset, config)
+        state, step = setup.state, 0
+        if config.resume and checkpoints is not None:
+            state, step = _resume(checkpoints, config.steps, state, setup.samplers)
+        next_eval = min((step // config.eval_interval + 1) * config.eval_interval, config.steps)
+        history = _History()
+        while step < config.steps:
+            state, chunk = setup.steps(state, min(config.log_every, config.steps - step))
+            step += chunk.steps
+            if checkpoints is not None:  # written in the background from a copy on the host
+                checkpoints.save(step, {"state": state}, metadata=settings)
+            history.record_chunk(step, chunk)
+            test_accuracy = None
+            if step >= next_eval or step == config.steps:
+                loss, acc = setup.evaluate(state.params, state.other)
+                history.record_evaluation(step, loss, acc)
+                test_accuracy, next_eval = float(acc.mean()), step + config.eval_interval
+            if callback is not None:
+                loss_mean, acc_mean = float(chunk.loss.mean()), float(chunk.accuracy.mean())
+                speed = chunk.steps / chunk.seconds
+                callback(Progress(step, config.steps, loss_mean, acc_mean, speed, test_accuracy))
     return _result(runs, setup, state, history, config, start)
 
 

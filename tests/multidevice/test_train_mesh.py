@@ -62,18 +62,39 @@ def test_zero_and_fsdp_split_the_optimizer_state(data, mesh, layout):
     assert setup.steps._indices(1).sharding.spec == P(None, None, "data")  # each batch split
 
 
-def test_a_resumed_mesh_run_equals_the_uninterrupted_one(data, mesh, tmp_path):
-    path = tmp_path / "state.npz"
+@pytest.fixture(scope="module")
+def zero_run(data, mesh):
+    return train(MLP, optjax.adam(1e-3), data, **RUN, mesh=mesh, zero=True)
+
+
+@pytest.mark.parametrize(
+    "devices, layout",
+    [(8, {"zero": True}), (4, {"fsdp": True}), (1, {})],
+    ids=["same mesh", "4 devices, fsdp", "1 device"],
+)
+def test_a_resumed_mesh_run_equals_the_uninterrupted_one(
+    data, mesh, zero_run, tmp_path, devices, layout
+):
+    """Saved from 8 devices with the state split (ZeRO-1), resumed on the same mesh, on 4 with
+    the parameters split too, or on one: each device reads its part, and the run goes on as
+    if never stopped."""
+    path = tmp_path / "run"
     options = {**RUN, "mesh": mesh, "zero": True}
-    whole = train(MLP, optjax.adam(1e-3), data, **options)
     train(MLP, optjax.adam(1e-3), data, **{**options, "steps": 10}, checkpoint=path)
-    resumed = train(MLP, optjax.adam(1e-3), data, **options, checkpoint=path, resume=True)
-    np.testing.assert_array_equal(
-        resumed.history["train_loss"][-1], whole.history["train_loss"][-1]
+    other = {k: v for k, v in options.items() if k not in ("mesh", "zero")}
+    if devices > 1:
+        other["mesh"] = jax.make_mesh(
+            (devices,), ("data",), axis_types=(AxisType.Auto,), devices=jax.devices()[:devices]
+        )
+    resumed = train(MLP, optjax.adam(1e-3), data, **other, **layout, checkpoint=path, resume=True)
+    whole = zero_run
+    np.testing.assert_allclose(
+        resumed.history["train_loss"][-1], whole.history["train_loss"][-1], rtol=1e-5
     )
-    np.testing.assert_array_equal(
-        resumed.params["layers"][0]["kernel"], whole.params["layers"][0]["kernel"]
-    )
+    kernel = resumed.params["layers"][0]["kernel"]
+    np.testing.assert_allclose(kernel, whole.params["layers"][0]["kernel"], rtol=1e-5, atol=1e-7)
+    if devices == 8:  # the same devices, the same layout: the same bits
+        np.testing.assert_array_equal(kernel, whole.params["layers"][0]["kernel"])
 
 
 def test_mesh_options_are_checked(mesh):
