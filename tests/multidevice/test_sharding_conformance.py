@@ -42,6 +42,24 @@ TABLE |= {
     for name in ("sgd_momentum", "adamw", "adafactor", "lion", "torch.Adam")
 }
 
+# Every other wrapper and combinator, around AdamW (and Adafactor, whose factored moments drop
+# an axis, in multi_transform).
+MASK = {"w": True, "v": False, "b": False, "h": True, "k": True}
+LABELS = {"w": "a", "v": "b", "b": "b", "h": "a", "k": "a"}
+TABLE |= {
+    "apply_if_finite[adamw]": lambda lr: optjax.apply_if_finite(optjax.adamw(lr), 3),
+    "average_params[adamw]": lambda lr: optjax.average_params(optjax.adamw(lr), 0.9),
+    "lookahead[adamw]": lambda lr: optjax.lookahead(optjax.adamw(lr), 2, 0.5),
+    "masked[adamw]": lambda lr: optjax.masked(optjax.adamw(lr), MASK),
+    "freeze[adamw]": lambda lr: optjax.chain(optjax.adamw(lr), optjax.freeze(MASK)),
+    "multi_transform[adafactor,adamw]": lambda lr: optjax.multi_transform(
+        {"a": optjax.adafactor(lr, min_dim_size_to_factor=2), "b": optjax.adamw(lr)}, LABELS
+    ),
+    "named_chain[clip,adamw]": lambda lr: optjax.named_chain(
+        ("clip", optjax.clip_by_global_norm(1.0)), ("adamw", optjax.adamw(lr))
+    ),
+}
+
 
 def mesh(kind):
     return jax.make_mesh((8,), ("data",), axis_types=(kind,))
