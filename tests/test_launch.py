@@ -3,6 +3,8 @@ and that a failing or late process stops them all. The children here are small m
 training runs; tests/test_cli.py trains as two processes."""
 
 import socket
+import subprocess
+import sys
 import textwrap
 import time
 
@@ -88,3 +90,47 @@ def test_free_port_can_be_bound():
     port = launch.free_port()
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))  # raises OSError if the port is taken
+
+
+def test_processes_end_when_their_launcher_is_killed(modules, tmp_path):
+    """A launcher killed outright (SIGKILL: no cleanup of its own) takes its processes with it:
+    each joined jax.distributed and then waits, as on a collective that never comes."""
+    child = modules(
+        "joined",
+        f"""
+        import os, time
+        from optjax.train import launch
+        launch.initialize()
+        open(os.path.join({str(tmp_path)!r}, f"pid{{os.getpid()}}"), "w").close()
+        time.sleep(120)
+        """,
+    )
+    launcher = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from optjax.train import launch; launch.spawn([], 2, 2, module={child!r})",
+        ]
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.glob("pid*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        pids = [int(p.name[3:]) for p in tmp_path.glob("pid*")]
+        assert len(pids) == 2
+    finally:
+        launcher.kill()
+        launcher.wait()
+    deadline = time.monotonic() + 30
+    while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_running(pid) for pid in pids)
+
+
+def _running(pid: int) -> bool:
+    """Whether the process is alive (an exited one not yet reaped counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return "\nState:\tZ" not in f.read()
+    except FileNotFoundError:
+        return False

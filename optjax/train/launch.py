@@ -33,6 +33,7 @@ _COORDINATOR = "OPTJAX_COORDINATOR"
 _PROCESSES = "OPTJAX_NUM_PROCESSES"
 _PROCESS_ID = "OPTJAX_PROCESS_ID"
 _LOCAL_DEVICES = "OPTJAX_LOCAL_DEVICES"
+_LAUNCHER = "OPTJAX_LAUNCHER_PID"
 
 
 def free_port() -> int:
@@ -53,6 +54,7 @@ def initialize(distributed: bool = False) -> None:
     ``jax.distributed.initialize()`` finds the cluster (TPU, SLURM, Open MPI) by itself.
     Otherwise nothing happens."""
     if is_worker():
+        _exit_with(int(os.environ[_LAUNCHER]))
         jax.config.update("jax_num_cpu_devices", int(os.environ[_LOCAL_DEVICES]))
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(
@@ -63,6 +65,18 @@ def initialize(distributed: bool = False) -> None:
         )
     elif distributed:
         jax.distributed.initialize()
+
+
+def _exit_with(launcher: int) -> None:
+    """End this process if the one that spawned it ends first (killed, say): a worker left
+    alone would wait on its siblings' collectives forever."""
+
+    def watch() -> None:
+        while os.getppid() == launcher:
+            time.sleep(1)
+        os._exit(70)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _check(name: str, value, low: int) -> None:
@@ -103,6 +117,7 @@ def spawn(
                 _PROCESSES: str(processes),
                 _PROCESS_ID: str(i),
                 _LOCAL_DEVICES: str(devices // processes),
+                _LAUNCHER: str(os.getpid()),
             }
         )
         log = tempfile.TemporaryFile()
