@@ -22,9 +22,15 @@ venv: $(BIN)/.installed
 train: venv
 	$(BIN)/python -m optjax.train --dataset mnist --model mlp --optimizer adam --learning-rate 1e-3 --steps 3000 --batch-size 100
 
+# The suite on one worker per core and, alongside, the tests on 8 simulated devices (a process
+# of their own: JAX fixes its device count when it starts), whose report follows the suite's.
 test: venv
-	$(BIN)/python -m pytest -q -n auto  # one worker per core
-	$(BIN)/python -m pytest -q tests/multidevice  # 8 simulated devices: a process of their own
+	@log=$$(mktemp); \
+	$(BIN)/python -m pytest -q tests/multidevice > $$log 2>&1 & multi=$$!; \
+	$(BIN)/python -m pytest -q -n auto; main=$$?; \
+	wait $$multi; status=$$?; \
+	echo "== tests/multidevice (8 simulated devices)"; cat $$log; rm -f $$log; \
+	exit $$(( main || status ))
 
 notebooks: venv
 	$(BIN)/python notebooks/run.py

@@ -1,7 +1,20 @@
-"""Test settings: strict dtype promotion, so silent float64 or mixed-precision bugs surface, and
-every warning an error."""
+"""Test settings: strict dtype promotion, so silent float64 or mixed-precision bugs surface;
+every warning an error; and XLA compiling fast.
 
-import jax
+Compiling is most of the suite's time (thousands of small programs), so XLA compiles with
+LLVM's optimisations off, set here before JAX starts its backend and inherited by every
+subprocess and notebook kernel the tests start. The programs XLA builds (their operations and
+fusions) are the same; only the machine code differs, in speed and at most in where a
+multiply-add is fused, an ulp that every tolerance here allows. The suite passes both ways:
+``OPTJAX_TEST_XLA_DEFAULTS=1`` keeps XLA's defaults."""
+
+import os
+
+if not os.environ.get("OPTJAX_TEST_XLA_DEFAULTS"):
+    fast = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {fast}".strip()
+
+import jax  # after XLA_FLAGS (read when the backend starts), though importing starts nothing
 import pytest
 
 jax.config.update("jax_numpy_dtype_promotion", "strict")

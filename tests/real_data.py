@@ -1,7 +1,5 @@
 """Where the real MNIST files are for the tests that train or read them: $OPTJAX_DATA_DIR, else
-../shared/data beside the repository (what `make test` and .ci/run point to), else none. And how
-the tests that run a whole program in a process of its own (the command line, a notebook, a
-benchmark) have XLA compile: fast, since they check what the program does, not its speed."""
+../shared/data beside the repository (what `make test` and .ci/run point to), else none."""
 
 import os
 from pathlib import Path
@@ -19,9 +17,6 @@ def _find() -> Path | None:
 
 
 MNIST_DIR = _find()
-FAST_COMPILE = {
-    "XLA_FLAGS": "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
-}
 
 needs_mnist = pytest.mark.skipif(
     MNIST_DIR is None, reason="no MNIST files: set OPTJAX_DATA_DIR or put them in ../shared/data"

@@ -3,20 +3,17 @@ format only; timings are never asserted), and its traffic model and goal checks 
 
 import importlib
 import json
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from real_data import FAST_COMPILE
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "optimizer_step.py"
 # The quick run checks the table's format, so a few groups stand for all: each tree kind, the
-# optimizer the goals name and the one without a fused flat kernel. Timings are not under test,
-# so XLA compiles fast.
+# optimizer the goals name and the one without a fused flat kernel.
 TREES, OPTIMIZERS = ["single", "small"], ["adam", "lion", "adafactor"]
 
 
@@ -36,7 +33,6 @@ def quick_run(tmp_path_factory):
     command += ["--trees", ",".join(TREES), "--optimizers", ",".join(OPTIMIZERS)]
     proc = subprocess.run(
         [*command, "--json", str(out)],
-        env={**os.environ, **FAST_COMPILE},
         check=False,
         capture_output=True,
         text=True,

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from real_data import FAST_COMPILE
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("notebook_runner", ROOT / "notebooks" / "run.py")
@@ -23,8 +22,6 @@ def small_size(monkeypatch):
     monkeypatch.setenv("OPTJAX_NOTEBOOK_SIZE", "small")
     # A headless backend, as on CI: the runner must still embed every figure.
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    # The small run checks that every cell runs, not the speed of XLA's code: compile fast.
-    monkeypatch.setenv("XLA_FLAGS", FAST_COMPILE["XLA_FLAGS"])
 
 
 @pytest.mark.parametrize("path", runner.notebooks(), ids=lambda p: p.name)

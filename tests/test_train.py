@@ -417,7 +417,11 @@ def test_resume_errors(tmp_path):
         train(MLP, adam, dataclasses.replace(data, name="other"), steps=8, resume=True, **common)
 
 
-@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def _small_cnn(rngs):  # the CNN's layers (convolutions, pooling, dropout), a few channels each
+    return CNN(channels=(4, 8), hidden=32, rngs=rngs)
+
+
+@pytest.mark.parametrize("model", ["mlp", _small_cnn], ids=["mlp", "cnn"])
 def test_flat_training_matches_the_tree_path(model, tmp_path):
     data, path = _noise_dataset(), tmp_path / "flat"
 
