@@ -3,6 +3,7 @@
 import gzip
 import hashlib
 import io
+import tracemalloc
 import urllib.error
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from optjax.train.data import (
 
 def idx_bytes(array: np.ndarray, type_code: int = 0x08) -> bytes:
     """An IDX file written by hand from the format's definition (big-endian header)."""
-    dtypes = {0x08: ">u1", 0x0B: ">i2", 0x0D: ">f4"}
+    dtypes = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
     header = bytes([0, 0, type_code, array.ndim]) + b"".join(
         d.to_bytes(4, "big") for d in array.shape
     )
@@ -86,12 +87,23 @@ def test_read_idx_round_trips_images_and_labels(tmp_path, compress):
         np.testing.assert_array_equal(out, array)
 
 
-def test_read_idx_decodes_big_endian_types(tmp_path):
-    values = np.array([[1.5, -2.0], [3.25, 1e6]], np.float32)
-    (tmp_path / "f").write_bytes(idx_bytes(values, 0x0D))
-    (tmp_path / "s").write_bytes(idx_bytes(np.array([-300, 7, 1024]), 0x0B))
-    np.testing.assert_array_equal(read_idx(tmp_path / "f"), values)
-    np.testing.assert_array_equal(read_idx(tmp_path / "s"), [-300, 7, 1024])
+@pytest.mark.parametrize(
+    "type_code, values",
+    [
+        (0x08, np.array([0, 7, 255], np.uint8)),
+        (0x09, np.array([-128, 0, 127], np.int8)),
+        (0x0B, np.array([-300, 7, 1024], np.int16)),
+        (0x0C, np.array([-(2**31), 5, 2**31 - 1], np.int32)),
+        (0x0D, np.array([[1.5, -2.0], [3.25, 1e6]], np.float32)),
+        (0x0E, np.array([0.1, -1e300], np.float64)),
+    ],
+    ids=["ubyte", "byte", "short", "int", "float", "double"],
+)
+def test_read_idx_decodes_every_big_endian_type(tmp_path, type_code, values):
+    (tmp_path / "f").write_bytes(idx_bytes(values, type_code))
+    out = read_idx(tmp_path / "f")
+    assert out.dtype == values.dtype and out.dtype.isnative
+    np.testing.assert_array_equal(out, values)
 
 
 def test_read_idx_header_is_2051_for_mnist_style_images():
@@ -135,6 +147,75 @@ def test_read_idx_rejects_truncated_gzip(tmp_path):
     path.write_bytes(gzip.compress(idx_bytes(small_split(3, 0)[0]))[:-20])
     with pytest.raises(IDXError, match="corrupt or truncated gzip"):
         read_idx(path)
+
+
+def gzip_of_zeros(header: bytes, zeros: int) -> bytes:
+    """A gzip file of ``header`` then ``zeros`` zero bytes, compressed a block at a time (the
+    test never holds the decompressed bytes)."""
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=1, mtime=0) as f:
+        f.write(header)
+        block = bytes(1 << 20)
+        for start in range(0, zeros, len(block)):
+            f.write(block[: min(len(block), zeros - start)])
+    return out.getvalue()
+
+
+def header(type_code: int, *dims: int) -> bytes:
+    return bytes([0, 0, type_code, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims)
+
+
+BIG = 2**32 - 1  # the largest size an IDX dimension can declare
+# Files claiming or holding far more than they should: (file bytes, message). Each must fail
+# holding no more than what its header declares (47 MB for 60000 images) and a few MiB.
+HOSTILE_IDX = {
+    "bomb-declares-10-bytes": (lambda: gzip_of_zeros(header(0x08, 10), 64 << 20),
+                               r"has trailing bytes: header says shape \(10,\)"),
+    "bomb-declares-60000-images": (
+        lambda: gzip_of_zeros(header(0x08, 60000, 28, 28), 64 << 20), r"has trailing bytes"),
+    "gzip-declares-900MB": (lambda: gzip_of_zeros(header(0x08, 900, 1000, 1000), 1 << 20),
+                            r"900000000 bytes of data\), more than a gzip file of \d+ bytes"),
+    "raw-declares-60000-images": (lambda: header(0x08, 60000, 28, 28) + bytes(1000),
+                                  r"truncated: .* more than a file of 1016 bytes can hold"),
+    "overflows-int64": (lambda: header(0x08, BIG, BIG, BIG) + bytes(8),
+                        r"header says shape \(4294967295, 4294967295, 4294967295\) "
+                        r"\(79228162458924105385300197375 bytes of data\), more than the "
+                        r"1073741824 bytes allowed"),
+    "doubles-overflow": (lambda: gzip.compress(header(0x0E, BIG, BIG) + bytes(64)),
+                         r"more than the 1073741824 bytes allowed"),
+    "255-dims": (lambda: header(0x08, *[BIG] * 255), r"more than the 1073741824 bytes allowed"),
+    "over-max-bytes": (lambda: gzip_of_zeros(header(0x08, 1 << 31), 1 << 20),
+                       r"\(2147483648 bytes of data\), more than the 1073741824 bytes allowed"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", HOSTILE_IDX)
+def test_hostile_idx_files_fail_fast_in_bounded_memory(tmp_path, case):
+    build, message = HOSTILE_IDX[case]
+    path = tmp_path / "hostile"
+    path.write_bytes(build())
+    tracemalloc.start()
+    try:
+        with pytest.raises(IDXError, match=message) as info:
+            read_idx(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(path) in str(info.value)
+    declared = 60000 * 28 * 28 if "60000" in case else 0
+    assert peak < declared + (8 << 20), f"{peak / 2**20:.0f} MiB held to refuse a bad file"
+
+
+def test_read_idx_max_bytes_and_types_are_checked_from_the_header(tmp_path):
+    path = tmp_path / "labels.gz"
+    path.write_bytes(gzip.compress(idx_bytes(np.arange(10, dtype=np.uint8))))
+    assert read_idx(path, max_bytes=10, types=(0x08,)).tolist() == list(range(10))
+    with pytest.raises(IDXError, match=r"\(10 bytes of data\), more than the 9 bytes allowed"):
+        read_idx(path, max_bytes=9)
+    with pytest.raises(
+        IDXError, match=r"type 0x08 \(ubyte\) cannot be loaded; allowed: 0x0D \(float\)$"
+    ):
+        read_idx(path, types=(0x0D,))
 
 
 # ---------------------------------------------------------------- where the files are found
@@ -198,15 +279,64 @@ def test_wrong_checksum_is_a_clear_error(clean_env):
         load_dataset(spec_for(files), clean_env / "d", download_missing=False)
 
 
-def test_mismatched_image_and_label_counts_are_rejected(clean_env):
+def _labels(values) -> np.ndarray:
+    return np.asarray(values, np.uint8)
+
+
+# Files that each read well alone but do not make a dataset: (role, array written, type code,
+# the error's message, the file it names).
+SPLIT_FAULTS = {
+    "fewer-labels": ("test_labels", _labels([0] * 5), 0x08, r"20 images in .* but 5 labels in",
+                     "t10k-images"),
+    "more-labels": ("train_labels", _labels([1] * 31), 0x08, r"30 images in .* but 31 labels",
+                    "train-labels"),
+    "label-10": ("train_labels", _labels([3] * 29 + [10]), 0x08,
+                 r"train label 10 at index 29 is outside \[0, 10\) \(1 of 30 labels are\)",
+                 "train-labels"),
+    "label-255": ("test_labels", _labels([255] * 20), 0x08,
+                  r"test label 255 at index 0 is outside \[0, 10\) \(20 of 20 labels are\)",
+                  "t10k-labels"),
+    "test-images-32x32": ("test_images", np.zeros((20, 32, 32), np.uint8), 0x08,
+                          r"train images are 28x28 .* but test images are 32x32",
+                          "t10k-images"),
+    "train-images-28x27": ("train_images", np.zeros((30, 28, 27), np.uint8), 0x08,
+                           r"train images are 28x27 .* but test images are 28x28",
+                           "train-images"),
+    "images-2d": ("train_images", np.zeros((30, 784), np.uint8), 0x08,
+                  r"train images must have 3 dimensions \(N, rows, cols\), got shape \(30, 784\)",
+                  "train-images"),
+    "labels-2d": ("test_labels", np.zeros((20, 1), np.uint8), 0x08,
+                  r"test labels must have 1 dimension \(N,\), got shape \(20, 1\)", "t10k-labels"),
+    "float-images": ("train_images", np.full((30, 28, 28), 0.5, np.float32), 0x0D,
+                     r"element type 0x0D \(float\) cannot be loaded; allowed: 0x08 \(ubyte\)$",
+                     "train-images"),
+    "short-images": ("test_images", np.full((20, 28, 28), 300, np.int16), 0x0B,
+                     r"element type 0x0B \(short\) cannot be loaded", "t10k-images"),
+    "byte-labels": ("train_labels", np.ones(30, np.int8), 0x09,
+                    r"element type 0x09 \(byte\) cannot be loaded", "train-labels"),
+    "int-labels": ("test_labels", np.ones(20, np.int32), 0x0C,
+                   r"element type 0x0C \(int\) cannot be loaded", "t10k-labels"),
+    "double-labels": ("test_labels", np.ones(20), 0x0E,
+                      r"element type 0x0E \(double\) cannot be loaded", "t10k-labels"),
+}  # fmt: skip
+
+_STEMS = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+
+@pytest.mark.parametrize("case", SPLIT_FAULTS)
+def test_files_that_do_not_make_a_dataset_are_refused_naming_the_file(clean_env, case):
+    role, array, type_code, message, named = SPLIT_FAULTS[case]
     files = write_dataset(clean_env / "d")
-    (clean_env / "d" / "t10k-labels-idx1-ubyte.gz").write_bytes(
-        gzip.compress(idx_bytes(np.zeros(5, np.uint8)))
-    )
-    with pytest.raises(
-        IDXError, match=r"test: images \(20, 28, 28\) and labels \(5,\) do not match"
-    ):
+    path = clean_env / "d" / f"{_STEMS[role]}.gz"
+    path.write_bytes(gzip.compress(idx_bytes(array, type_code)))
+    with pytest.raises(IDXError, match=message) as info:
         load_dataset(spec_for(files), clean_env / "d", download_missing=False, verify=False)
+    assert named in str(info.value) and str(clean_env / "d") in str(info.value)
 
 
 def test_offline_without_files_says_where_to_put_them(clean_env):

@@ -15,9 +15,11 @@ import importlib
 import importlib.util
 import inspect
 import json
+import math
 import os
 import platform
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
@@ -537,6 +539,8 @@ def _check_args(args: argparse.Namespace) -> None:
         folder = os.path.dirname(os.path.abspath(path)) if path is not None else None
         if folder is not None and not os.path.isdir(folder):
             raise UsageError(f"{flag} {path}: directory {folder} does not exist")
+    if args.checkpoint is not None:
+        _check_checkpoint_dir(args.checkpoint, resume=args.resume)
     if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
         raise UsageError(
             "--plot needs matplotlib, which is not installed: pip install 'optjax[train]'"
@@ -570,8 +574,41 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--learning-rate must be finite and >= 0, got {','.join(map(str, lrs))}")
 
 
+def _check_checkpoint_dir(path: str, *, resume: bool) -> None:
+    """Refuse a --checkpoint directory that cannot be written, before any training: a file, a
+    folder in a missing or unwritable one, a missing one to resume from. Writing is tried (a
+    nameless temporary file), as permissions alone do not tell (root, read-only mounts)."""
+    if "://" in path:  # a URL (gs://...): orbax's to check
+        return
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"--checkpoint {path}: is a file, not a directory")
+    if os.path.isdir(path):
+        where = path
+    elif resume:
+        raise UsageError(
+            f"--resume: --checkpoint {path} does not exist, so it holds no step to resume from"
+        )
+    else:
+        where = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(where):
+            raise UsageError(f"--checkpoint {path}: directory {where} does not exist")
+    try:
+        with tempfile.TemporaryFile(dir=where):
+            pass
+    except OSError as error:
+        raise UsageError(
+            f"--checkpoint {path}: cannot write in {where} ({error.strerror or error})"
+        ) from None
+
+
 def _model_from_args(args: argparse.Namespace) -> Callable:
     """The model constructor ``rngs -> nnx.Module`` the arguments describe."""
+    for flag in ("hidden", "channels"):
+        sizes = getattr(args, flag)
+        if sizes is not None and any(size < 1 for size in sizes):
+            raise UsageError(
+                f"--{flag} sizes must be integers >= 1, got {','.join(map(str, sizes))}"
+            )
     if args.model == "mlp":
         for flag in ("channels", "dropout"):
             if getattr(args, flag) is not None:
@@ -751,9 +788,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DataNotFoundError, IDXError, ChecksumError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C: one line and the shell's status for SIGINT, no traceback
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
     finally:
         if launch.is_worker() or args.distributed:
             jax.distributed.shutdown()
+
+
+def _finite_or_null(value: Any) -> Any:
+    """``value`` with every NaN or infinity (a diverged run's loss, say) replaced by None, which
+    JSON writes as null: JSON has no NaN, and a bare ``NaN`` makes the file unreadable."""
+    if isinstance(value, dict):
+        return {key: _finite_or_null(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    if isinstance(value, (np.ndarray, np.generic)):
+        return _finite_or_null(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _train_and_report(args: argparse.Namespace) -> int:
@@ -775,8 +829,9 @@ def _train_and_report(args: argparse.Namespace) -> int:
             "device": str(jax.devices()[0]),
             "versions": _versions(),
         }
-        with open(args.json, "w") as f:
-            json.dump(payload, f, indent=1)
+        text = json.dumps(_finite_or_null(payload), indent=1, allow_nan=False)
+        with open(args.json, "w") as f:  # written whole: the text is made first
+            f.write(text)
     if args.plot:
         save_plot(result, args.plot, title)
     return 0

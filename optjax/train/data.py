@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
+import math
 import os
 import urllib.request
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,8 @@ import numpy as np
 
 __all__ = [
     "DATASETS",
+    "MAX_IDX_BYTES",
+    "UBYTE",
     "BatchSampler",
     "ChecksumError",
     "DataNotFoundError",
@@ -115,49 +119,143 @@ DATASETS: dict[str, DatasetSpec] = {
     ),
 }
 
-# IDX type codes (third header byte) and their big-endian NumPy dtypes.
-_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+# IDX type codes (third header byte): their names in the format's definition, and big-endian
+# NumPy dtypes.
+_IDX_TYPES = {
+    0x08: ("ubyte", ">u1"),
+    0x09: ("byte", ">i1"),
+    0x0B: ("short", ">i2"),
+    0x0C: ("int", ">i4"),
+    0x0D: ("float", ">f4"),
+    0x0E: ("double", ">f8"),
+}
+_IDX_DTYPES = {code: dtype for code, (_, dtype) in _IDX_TYPES.items()}
+UBYTE = 0x08  # the one element type the loader takes: MNIST's images and labels are unsigned bytes
+MAX_IDX_BYTES = 1 << 30  # read_idx's default limit on a file's data; MNIST's largest has 47 MB
+_MAX_DEFLATE_RATIO = 1032  # deflate cannot expand one byte into more than 1032
 
 
-def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
+def _type_name(code: int) -> str:
+    name = _IDX_TYPES.get(code, ("unknown",))[0]
+    return f"0x{code:02X} ({name})"
+
+
+def _read_exactly(f, n: int, source: str) -> bytes:
+    """Up to ``n`` bytes of ``f`` (fewer only at its end): a header, or one byte to check."""
+    buffer = bytearray(n)
+    return bytes(buffer[: _read_into(f, memoryview(buffer), source)])
+
+
+def _read_into(f, buffer: memoryview, source: str) -> int:
+    """Fill ``buffer`` from ``f`` a block (at most 1 MiB) at a time; the bytes read, fewer than
+    its length only at the end of ``f``."""
+    done = 0
+    try:
+        while done < len(buffer):
+            n = f.readinto(buffer[done : done + (1 << 20)])
+            if not n:
+                break
+            done += n
+    except (OSError, EOFError, zlib.error) as error:
+        raise IDXError(f"{source}: corrupt or truncated gzip data ({error})") from None
+    return done
+
+
+def _read_stream(
+    f,
+    source: str,
+    types: Collection[int] | None,
+    max_bytes: int,
+    available: int | None,
+    gzipped: bool,
+) -> np.ndarray:
+    """Read one IDX file from the stream ``f``: the header first, checked (magic, element type
+    in ``types``, data size within ``max_bytes`` and what the file can hold), then exactly the
+    declared data, then one byte more to tell trailing bytes. ``available`` is the size of the
+    file on disk (None for bytes in memory); a gzip file can hold at most 1032 times it."""
+    start = _read_exactly(f, 4, source)
+    if len(start) < 4:
+        raise IDXError(
+            f"{source}: not an IDX file: {len(start)} bytes, shorter than the 4-byte magic"
+        )
+    magic = int.from_bytes(start, "big")
+    type_code, ndim = start[2], start[3]
+    if start[0] or start[1] or type_code not in _IDX_TYPES or ndim == 0:
+        raise IDXError(
+            f"{source}: bad IDX magic number 0x{magic:08x}: expected 0x0000TTNN with type code TT "
+            f"in {{{', '.join(f'0x{c:02x}' for c in _IDX_TYPES)}}} and NN >= 1 dimensions "
+            "(2051 for images, 2049 for labels)"
+        )
+    if types is not None and type_code not in types:
+        allowed = ", ".join(_type_name(code) for code in sorted(types))
+        raise IDXError(
+            f"{source}: element type {_type_name(type_code)} cannot be loaded; allowed: {allowed}"
+        )
+    sizes = _read_exactly(f, 4 * ndim, source)
+    header = 4 + 4 * ndim
+    if len(sizes) < 4 * ndim:
+        raise IDXError(
+            f"{source}: truncated header: {ndim} dimensions need {header} bytes, "
+            f"file has {4 + len(sizes)}"
+        )
+    dims = tuple(int.from_bytes(sizes[4 * i : 4 * i + 4], "big") for i in range(ndim))
+    dtype = np.dtype(_IDX_DTYPES[type_code])
+    expected = math.prod(dims) * dtype.itemsize  # a Python int: no overflow
+    if expected > max_bytes:
+        raise IDXError(
+            f"{source}: header says shape {dims} ({expected} bytes of data), more than the "
+            f"{max_bytes} bytes allowed (max_bytes)"
+        )
+    if available is not None:
+        most = _MAX_DEFLATE_RATIO * available if gzipped else available - header
+        if expected > most:
+            raise IDXError(
+                f"{source}: truncated: header says shape {dims} ({expected} bytes of data), "
+                f"more than a {'gzip ' if gzipped else ''}file of {available} bytes can hold"
+            )
+    payload = np.empty(expected, np.uint8)  # bounded above; pages are used only as filled
+    got = _read_into(f, payload.data, source)
+    if got < expected:
+        raise IDXError(
+            f"{source}: truncated: header says shape {dims} ({expected} bytes of data), "
+            f"file has {got} bytes after the header"
+        )
+    if _read_exactly(f, 1, source):  # one byte more, no further: a bomb stops here
+        raise IDXError(
+            f"{source}: has trailing bytes: header says shape {dims} ({expected} bytes of data), "
+            "file has more after the header"
+        )
+    return payload.view(dtype).reshape(dims).astype(dtype.newbyteorder("="), copy=False)
+
+
+def parse_idx(
+    data: bytes,
+    source: str = "<bytes>",
+    *,
+    types: Collection[int] | None = None,
+    max_bytes: int = MAX_IDX_BYTES,
+) -> np.ndarray:
     """Decode the bytes of one (decompressed) IDX file into an array of the header's shape.
 
     The header is a big-endian magic ``0x0000TTNN`` (type code TT, NN dimensions), then NN
     uint32 sizes; the payload must be exactly the product of the sizes times the item size.
+    ``types`` limits the type codes accepted (any of the format's six when None); a header
+    declaring more than ``max_bytes`` of data is refused.
     """
-    if len(data) < 4:
-        raise IDXError(
-            f"{source}: not an IDX file: {len(data)} bytes, shorter than the 4-byte magic"
-        )
-    magic = int.from_bytes(data[:4], "big")
-    type_code, ndim = data[2], data[3]
-    if data[0] or data[1] or type_code not in _IDX_DTYPES or ndim == 0:
-        raise IDXError(
-            f"{source}: bad IDX magic number 0x{magic:08x}: expected 0x0000TTNN with type code TT "
-            f"in {{{', '.join(f'0x{c:02x}' for c in _IDX_DTYPES)}}} and NN >= 1 dimensions "
-            "(2051 for images, 2049 for labels)"
-        )
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise IDXError(
-            f"{source}: truncated header: {ndim} dimensions need {header} bytes, "
-            f"file has {len(data)}"
-        )
-    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    dtype = np.dtype(_IDX_DTYPES[type_code])
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    if len(data) - header != expected:
-        what = "truncated" if len(data) - header < expected else "has trailing bytes"
-        raise IDXError(
-            f"{source}: {what}: header says shape {dims} ({expected} bytes of data), "
-            f"file has {len(data) - header} bytes after the header"
-        )
-    array = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
-    return array.astype(dtype.newbyteorder("="))
+    return _read_stream(io.BytesIO(data), source, types, max_bytes, len(data), gzipped=False)
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
+def read_idx(
+    path: str | os.PathLike,
+    *,
+    types: Collection[int] | None = None,
+    max_bytes: int = MAX_IDX_BYTES,
+) -> np.ndarray:
     """Read an IDX file, gzip-compressed or raw (told apart by the gzip magic bytes).
+
+    A gzip file is decompressed as it is read: its header is checked first (see `parse_idx`
+    for ``types`` and ``max_bytes``), and no more than the declared data and one byte are ever
+    decompressed, so a small file claiming or holding a huge array fails fast, in little memory.
 
     Example:
         >>> import gzip, pathlib, tempfile
@@ -169,13 +267,18 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         array([7, 2, 1], dtype=uint8)
     """
     path = Path(path)
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as error:
-            raise IDXError(f"{path}: corrupt or truncated gzip data ({error})") from None
-    return parse_idx(raw, str(path))
+    try:
+        raw = open(path, "rb")  # closed below, whichever reader wraps it
+    except OSError as error:
+        raise IDXError(f"{path}: cannot be read ({error})") from None
+    with raw:
+        size = os.fstat(raw.fileno()).st_size
+        gzipped = raw.read(2) == b"\x1f\x8b"
+        raw.seek(0)
+        if not gzipped:
+            return _read_stream(raw, str(path), types, max_bytes, size, gzipped=False)
+        with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
+            return _read_stream(stream, str(path), types, max_bytes, size, gzipped=True)
 
 
 def sha256(path: str | os.PathLike) -> str:
@@ -346,16 +449,8 @@ def load_dataset(
     for role, path in files.items():
         if verify and path.suffix == ".gz":
             verify_checksum(path, spec.files[role][1])
-        arrays[role] = read_idx(path)
-    for split in ("train", "test"):
-        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
-        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise IDXError(
-                f"{spec.name} {split}: images {images.shape} and labels {labels.shape} do not "
-                "match: expected (N, rows, cols) images and (N,) labels"
-            )
-        if labels.size and not 0 <= labels.min() <= labels.max() < spec.num_classes:
-            raise IDXError(f"{spec.name} {split}: labels outside [0, {spec.num_classes})")
+        arrays[role] = read_idx(path, types=(UBYTE,))
+    _check_splits(spec, files, arrays)
     return Dataset(
         spec.name,
         arrays["train_images"].astype(np.uint8),
@@ -364,6 +459,42 @@ def load_dataset(
         arrays["test_labels"].astype(np.int32),
         spec.num_classes,
     )
+
+
+def _check_splits(spec: DatasetSpec, files: dict[str, Path], arrays: dict[str, np.ndarray]) -> None:
+    """Refuse files that do not make a dataset: images not (N, rows, cols), labels not (N,),
+    counts that differ, a label outside [0, num_classes), train and test images of two sizes."""
+    for split in ("train", "test"):
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        image_file, label_file = files[f"{split}_images"], files[f"{split}_labels"]
+        if images.ndim != 3:
+            raise IDXError(
+                f"{image_file}: {spec.name} {split} images must have 3 dimensions (N, rows, "
+                f"cols), got shape {images.shape}"
+            )
+        if labels.ndim != 1:
+            raise IDXError(
+                f"{label_file}: {spec.name} {split} labels must have 1 dimension (N,), got "
+                f"shape {labels.shape}"
+            )
+        if len(images) != len(labels):
+            raise IDXError(
+                f"{spec.name} {split}: {len(images)} images in {image_file} but {len(labels)} "
+                f"labels in {label_file}: the counts must be equal"
+            )
+        bad = np.flatnonzero(labels >= spec.num_classes)  # uint8: never negative
+        if bad.size:
+            raise IDXError(
+                f"{label_file}: {spec.name} {split} label {int(labels[bad[0]])} at index "
+                f"{int(bad[0])} is outside [0, {spec.num_classes}) ({bad.size} of {labels.size} "
+                "labels are)"
+            )
+    train, test = arrays["train_images"].shape[1:], arrays["test_images"].shape[1:]
+    if train != test:
+        raise IDXError(
+            f"{spec.name}: train images are {train[0]}x{train[1]} ({files['train_images']}) but "
+            f"test images are {test[0]}x{test[1]} ({files['test_images']}): they must be one size"
+        )
 
 
 class BatchSampler:
