@@ -47,7 +47,9 @@ Each leaf starts on a block boundary: a buffer holds ``rows x block`` elements, 
 to one leaf, and the few elements between a leaf's end and the next block, if any, are padding
 (zeros, left out of every reduction). A per-leaf reduction is then a row reduction (one fused
 pass over the buffer) and a small segment sum over rows; a per-leaf value reaches its elements
-as one value per row.
+as one value per row. The padding stays zero whatever a formula computes there (0 / 0 with
+eps = 0, say): a transform that runs on the buffers has the padding of its state and updates
+set back to zero (``zero_padding``, one select per element, fused into the loop writing it).
 
 On a mesh, the buffers are split on their row axis. ``flatten(params, row_multiple=n)`` pads
 each buffer's row count up to a multiple of ``n`` (the devices of the axis it is split over)
@@ -74,7 +76,7 @@ import functools
 import math
 import weakref
 from collections.abc import Callable
-from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar
+from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar, cast
 
 import jax
 import jax.numpy as jnp
@@ -95,6 +97,7 @@ __all__ = [
     "mark_flat_ready",
     "per_leaf",
     "unflatten",
+    "zero_padding",
 ]
 
 
@@ -480,6 +483,57 @@ def _row_lengths(group: _Group) -> np.ndarray | None:
     return lengths
 
 
+def _zero_padding_of(flat: FlatBuffers) -> FlatBuffers:
+    """``flat`` with every padding element (a leaf's partial last row, the padding rows) set to
+    0, whatever the arithmetic put there (e.g. 0/0 where a formula divides by a moment that is 0
+    only in the padding). One select per element, fused into the loop that produced the buffer;
+    a group without padding is left as it is."""
+    buffers = []
+    for group, buf in zip(flat.layout.groups, flat.buffers):
+        lengths = _row_lengths(group)
+        if buf is None or lengths is None:
+            buffers.append(buf)
+            continue
+        lengths = np.where(np.arange(group.rows) < group.leaf_rows, lengths, 0)
+        rows = _as_rows(group, buf)
+        col = jax.lax.broadcasted_iota(jnp.int32, (1, group.block), 1)
+        valid = col < lengths[:, None].astype(np.int32)
+        buffers.append(jnp.where(valid, rows, jnp.zeros((), rows.dtype)).reshape(-1))
+    return FlatBuffers(tuple(buffers), flat.layout)
+
+
+def zero_padding(tree, layout: FlatLayout) -> Any:
+    """``tree`` (updates, a state, anything holding FlatBuffers) with the padding of each
+    FlatBuffers of ``layout`` in it set to 0 (`_zero_padding_of`); other nodes as they are."""
+
+    def fix(x):
+        if isinstance(x, FlatBuffers) and x.layout == layout:
+            return _zero_padding_of(x)
+        return x
+
+    return jax.tree.map(fix, tree, is_leaf=lambda x: isinstance(x, FlatBuffers))
+
+
+def _on_buffers(tx):
+    """``tx`` (a transform run on the buffers themselves) keeping the padding zero: the state
+    ``init`` builds and the updates and state ``update`` returns have zeros there, so no formula
+    (an eps of 0, an initial value, a future transform) can leave anything else in the padding,
+    where a later reduction or ``apply_updates`` would pick it up. Trees pass through."""
+
+    def init(params):
+        state = tx.init(params)
+        return zero_padding(state, params.layout) if isinstance(params, FlatBuffers) else state
+
+    @functools.wraps(tx.update)  # chain forwards only the keyword extras tx.update accepts
+    def update(updates, state, params=None, **extra_args):
+        new_updates, new_state = tx.update(updates, state, params, **extra_args)
+        if not isinstance(updates, FlatBuffers):
+            return new_updates, new_state
+        return zero_padding((new_updates, new_state), updates.layout)
+
+    return GradientTransformation(init, update)
+
+
 def _rows_per_leaf(group: _Group) -> np.ndarray:
     return np.asarray([-(-s // group.block) for s in group.sizes], np.int64)
 
@@ -609,11 +663,19 @@ def flat_ready(factory: Callable[P, Tx]) -> Callable[P, Tx]:
     ``map_with_leaf_values``, ``global_norm``, ``where_leaves``). Combinators run a transform
     without the mark on the tree of views (`per_leaf`), so leaving it off is never wrong, only
     slower; the flat-against-tree trajectory tests check the mark where it is set.
+
+    Its state and updates on FlatBuffers keep zeros in the padding whatever the formula computes
+    there (`zero_padding`): a transform need not make its arithmetic safe where only the padding
+    could divide 0 by 0.
     """
 
     @functools.wraps(factory)
     def build(*args: P.args, **kwargs: P.kwargs) -> Tx:
-        return mark_flat_ready(factory(*args, **kwargs))
+        tx = factory(*args, **kwargs)
+        if is_flat_ready(tx):  # built from another flat-ready transform: already keeps it zero
+            return tx
+        mark_flat_ready(tx)  # e.g. optjax.stateless asks whether its own transform is ready
+        return cast(Tx, mark_flat_ready(_on_buffers(tx)))
 
     return build
 
@@ -641,13 +703,15 @@ def per_leaf(
     def views(x) -> bool:
         return isinstance(x, FlatBuffers) and (when is None or when(x.layout))
 
+    on_buffers = _on_buffers(tx)  # keeps the padding zero where tx runs on the buffers
+
     def init(params):
-        return tx.init(params.unflatten() if views(params) else params)
+        return tx.init(params.unflatten()) if views(params) else on_buffers.init(params)
 
     @functools.wraps(tx.update)  # chain forwards only the keyword extras tx.update accepts
     def update(updates, state, params=None, **extra_args):
         if not views(updates):
-            return tx.update(updates, state, params, **extra_args)
+            return on_buffers.update(updates, state, params, **extra_args)
         layout = updates.layout
         new_updates, state = tx.update(
             layout.unflatten(updates), state, as_tree(params), **extra_args

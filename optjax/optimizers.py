@@ -9,6 +9,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from optjax._checks import (
+    check_integer,
     check_nonnegative,
     check_positive,
     check_unit_interval,
@@ -156,8 +157,12 @@ def adam(
     mu_dtype=None,
     *,
     nesterov: bool = False,
+    nu_dtype=None,
 ) -> GradientTransformation:
     """Adam (Kingma & Ba 2014): scale_by_adam, then the learning rate.
+
+    ``mu_dtype`` and ``nu_dtype`` choose the moments' dtypes: by default m has the parameter's
+    dtype and v float32 for bf16 and fp16 parameters (see scale_by_adam).
 
     Example:
         >>> tx = optjax.adam(1e-3)
@@ -165,7 +170,7 @@ def adam(
         Array([-0.001], dtype=float32)
     """
     return chain(
-        scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov),
+        scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov, nu_dtype=nu_dtype),
         scale_by_learning_rate(learning_rate),
     )
 
@@ -181,11 +186,12 @@ def adamw(
     mask=None,
     *,
     nesterov: bool = False,
+    nu_dtype=None,
 ) -> GradientTransformation:
     """Adam with decoupled weight decay (Loshchilov & Hutter 2019): scale_by_adam,
     add_decayed_weights, then the learning rate."""
     return chain(
-        scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov),
+        scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov, nu_dtype=nu_dtype),
         add_decayed_weights(weight_decay, mask),
         scale_by_learning_rate(learning_rate),
     )
@@ -198,10 +204,12 @@ def nadam(
     eps: float = 1e-8,
     eps_root: float = 0.0,
     mu_dtype=None,
+    *,
+    nu_dtype=None,
 ) -> GradientTransformation:
     """NAdam (Dozat 2016): scale_by_adam(nesterov=True), then the learning rate. For torch's
     momentum-decay schedule use optjax.torch_compat.NAdam."""
-    return adam(learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov=True)
+    return adam(learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov=True, nu_dtype=nu_dtype)
 
 
 def nadamw(
@@ -213,9 +221,22 @@ def nadamw(
     mu_dtype=None,
     weight_decay: float = 1e-4,
     mask=None,
+    *,
+    nu_dtype=None,
 ) -> GradientTransformation:
     """NAdam with decoupled weight decay: adamw with nesterov=True."""
-    return adamw(learning_rate, b1, b2, eps, eps_root, mu_dtype, weight_decay, mask, nesterov=True)
+    return adamw(
+        learning_rate,
+        b1,
+        b2,
+        eps,
+        eps_root,
+        mu_dtype,
+        weight_decay,
+        mask,
+        nesterov=True,
+        nu_dtype=nu_dtype,
+    )
 
 
 def amsgrad(
@@ -225,10 +246,13 @@ def amsgrad(
     eps: float = 1e-8,
     eps_root: float = 0.0,
     mu_dtype=None,
+    *,
+    nu_dtype=None,
 ) -> GradientTransformation:
     """AMSGrad (Reddi et al. 2018): scale_by_amsgrad, then the learning rate."""
     return chain(
-        scale_by_amsgrad(b1, b2, eps, eps_root, mu_dtype), scale_by_learning_rate(learning_rate)
+        scale_by_amsgrad(b1, b2, eps, eps_root, mu_dtype, nu_dtype=nu_dtype),
+        scale_by_learning_rate(learning_rate),
     )
 
 
@@ -319,6 +343,7 @@ def adafactor(
     (``weight_decay_mask``, optax's name here, is accepted too).
     """
     mask = _mask_alias(mask, weight_decay_mask)
+    check_integer("decay_offset", decay_offset)
     check_nonnegative("eps", eps)
     check_nonnegative("decay_rate", decay_rate)
     if clipping_threshold is not None:

@@ -29,6 +29,7 @@ __all__ = [
     "bias_correction",
     "cast",
     "cast_like",
+    "check_same_shapes",
     "check_same_structure",
     "compute_dtype",
     "ema",
@@ -50,6 +51,9 @@ __all__ = [
     "unzip",
     "where_leaves",
     "wide",
+    "wide_dtype",
+    "wide_full_like",
+    "wide_zeros_like",
     "zeros_like",
 ]
 
@@ -124,6 +128,28 @@ def check_same_structure(a, b, a_name: str, b_name: str) -> None:
     raise ValueError(f"tree structures of {a_name} and {b_name} differ: {where}")
 
 
+def check_same_shapes(a, b, a_name: str, b_name: str) -> None:
+    """Raise ValueError naming the first path where trees ``a`` and ``b`` differ: in structure
+    (see `check_same_structure`) or in a leaf's shape (a None in either tree matches anything).
+
+    Example:
+        >>> optjax.tree.check_same_shapes({"w": jnp.zeros(3)}, {"w": jnp.zeros((2, 3))}, "a", "b")
+        Traceback (most recent call last):
+        ValueError: a['w'] has shape (3,) but b['w'] has shape (2, 3)
+    """
+    check_same_structure(a, b, a_name, b_name)
+    others = dict(jax.tree_util.tree_flatten_with_path(b, is_leaf=_is_none)[0])
+    for path, x in jax.tree_util.tree_flatten_with_path(a, is_leaf=_is_none)[0]:
+        y = others.get(path)  # None too under a subtree the other tree leaves out
+        if x is None or y is None:
+            continue
+        if jnp.shape(x) != jnp.shape(y):
+            at = jax.tree_util.keystr(path)
+            raise ValueError(
+                f"{a_name}{at} has shape {jnp.shape(x)} but {b_name}{at} has shape {jnp.shape(y)}"
+            )
+
+
 def map_like(f, tree, *rest, names: tuple[str, ...] = ()):
     """``jax.tree.map(f, tree, *rest)`` that first checks the trees match, naming the first
     differing path; leaves that are None in ``tree`` stay None."""
@@ -154,6 +180,27 @@ def zeros_like(tree, dtype=None):
 def full_like(tree, value, dtype=None):
     """Arrays filled with ``value``, shaped (and sharded) like ``tree``."""
     return jax.tree.map(lambda x: jnp.full_like(x, value, dtype or jnp.result_type(x)), tree)
+
+
+def wide_dtype(x, dtype=None) -> jnp.dtype:
+    """Where a second moment or a slow average of ``x`` is kept: ``dtype`` if given, else x's
+    compute dtype for a floating x (float32 for bf16 and fp16, whose rounding would freeze a slow
+    average and whose range would flush small squares to 0), else x's own dtype."""
+    if dtype is not None:
+        return jnp.dtype(dtype)
+    own = jnp.result_type(x)
+    return compute_dtype(own) if jnp.issubdtype(own, jnp.inexact) else own
+
+
+def wide_zeros_like(tree, dtype=None):
+    """Zeros shaped (and sharded) like ``tree``, each in `wide_dtype` of its leaf: the state of
+    a second moment or a slow average (``dtype`` None: float32 for bf16 and fp16 leaves)."""
+    return jax.tree.map(lambda x: jnp.zeros_like(x, wide_dtype(x, dtype)), tree)
+
+
+def wide_full_like(tree, value, dtype=None):
+    """Arrays filled with ``value``, shaped (and sharded) like ``tree``, in `wide_dtype`."""
+    return jax.tree.map(lambda x: jnp.full_like(x, value, wide_dtype(x, dtype)), tree)
 
 
 def cast(tree, dtype):

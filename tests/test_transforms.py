@@ -313,6 +313,11 @@ def _mixed_trees(seed, steps):
     return [{"f32": t["f32"], "bf16": t["bf16"].astype(jnp.bfloat16)} for t in trees]
 
 
+# State fields held in float32 for bf16 and fp16 parameters (second moments, slow averages;
+# centered RMSprop's mean too, which its variance subtracts).
+_WIDE_FIELDS = {"nu", "nu_max", "e_g", "e_x", "sum_of_squares", "v_row", "v_col", "v", "average"}
+
+
 @pytest.mark.parametrize("name", sorted(ALL))
 def test_dtypes_kept_and_traced_once(name):
     jitted = _JITTED[name]
@@ -325,11 +330,17 @@ def test_dtypes_kept_and_traced_once(name):
             assert leaf.dtype == dtypes[key]
             assert np.all(np.isfinite(np.asarray(leaf, np.float32)))
         assert jax.tree.map(jnp.result_type, state) == jax.tree.map(jnp.result_type, init_state)
-        # Every float state leaf kept for the bf16 parameter is bf16, and likewise for float32.
+        # Every float state leaf kept for the bf16 parameter is bf16, and likewise for float32,
+        # but second moments and slow averages: float32 (tests/test_low_precision.py).
         for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
             if jnp.issubdtype(leaf.dtype, jnp.floating):
                 (key,) = {k.key for k in path if isinstance(k, jax.tree_util.DictKey)}
-                assert leaf.dtype == dtypes[key], jax.tree_util.keystr(path)
+                fields = {getattr(k, "name", None) for k in path}
+                wide = _WIDE_FIELDS | (
+                    {"mu"} if isinstance(state, optjax.ScaleByRStdDevState) else set()
+                )
+                want = jnp.dtype(jnp.float32) if fields & wide else dtypes[key]
+                assert leaf.dtype == want, jax.tree_util.keystr(path)
         if has_count(state):
             assert state.count.dtype == jnp.int32 and state.count.shape == ()
 

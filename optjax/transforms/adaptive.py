@@ -1,8 +1,14 @@
 """Adaptive scaling by running moments of the gradient: Adam and its family, RMSprop, Adagrad,
 Adadelta, Lion.
 
-Every ratio is formed in float32 at least and rounded once to the gradient's dtype; the moments
-keep the dtype they were created with (the parameter's, or ``mu_dtype``).
+Every ratio is formed in float32 at least and rounded once to the gradient's dtype. First moments
+(momentum) have the parameter's dtype unless ``mu_dtype`` is given. Second moments (the averages and
+sums of g^2, and Adamax's norm) have ``nu_dtype``, by default float32 for bf16 and fp16 parameters
+(the parameter's dtype if it is wider): in bf16 a decay of 0.1% per step is below half an ulp, so
+b2 = 0.999 would act as 1 (the moment never forgets a large gradient), and in fp16 a square below
+6e-8 flushes to 0 (the step becomes m / eps). That costs 2 bytes more per parameter per second
+moment than keeping it in bf16 (Adam on bf16 parameters: 6 bytes of state instead of 4); pass
+``nu_dtype=jnp.bfloat16`` to keep the old, smaller, frozen-b2 state.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from optjax import tree
-from optjax._checks import check_decay, check_nonnegative
+from optjax._checks import check_decay, check_finite, check_nonnegative
 from optjax.base import GradientTransformation, StepCount, Updates
 from optjax.flat import flat_ready
 
@@ -100,6 +106,7 @@ def scale_by_adam(
     mu_dtype=None,
     *,
     nesterov: bool = False,
+    nu_dtype=None,
 ) -> GradientTransformation:
     r"""Rescale updates by Adam's bias-corrected moment estimates.
 
@@ -109,6 +116,10 @@ def scale_by_adam(
 
     With ``nesterov=True`` (NAdam, Dozat 2016) m̂_t is replaced by
     ``b1 m_t / (1 - b1^{t+1}) + (1 - b1) g_t / (1 - b1^t)``.
+
+    m_t has the parameter's dtype unless ``mu_dtype`` is given; v_t has ``nu_dtype``, by default
+    float32 for bf16 and fp16 parameters (see the module doc: a bf16 v_t cannot decay, an fp16
+    one underflows).
 
     Example:
         >>> tx = optjax.scale_by_adam()
@@ -126,7 +137,9 @@ def scale_by_adam(
 
     def init(params):
         return ScaleByAdamState(
-            jnp.zeros([], jnp.int32), tree.zeros_like(params, mu_dtype), tree.zeros_like(params)
+            jnp.zeros([], jnp.int32),
+            tree.zeros_like(params, mu_dtype),
+            tree.wide_zeros_like(params, nu_dtype),
         )
 
     def update(updates, state, params=None):
@@ -155,6 +168,7 @@ def scale_by_amsgrad(
     mu_dtype=None,
     *,
     max_of_raw_nu: bool = False,
+    nu_dtype=None,
 ) -> GradientTransformation:
     r"""Adam with a non-decreasing second moment (AMSGrad).
 
@@ -164,7 +178,8 @@ def scale_by_amsgrad(
 
     ``max_of_raw_nu=True`` keeps the maximum of the raw v_t and bias-corrects it afterwards,
     ``v^max_t = max(v^max_{t-1}, v_t)``, ``u_t = m̂_t / (sqrt(v^max_t / (1 - b2^t)) + eps)``,
-    as torch.optim.Adam(amsgrad=True) does.
+    as torch.optim.Adam(amsgrad=True) does. v_t and v^max_t have ``nu_dtype`` (see
+    scale_by_adam).
 
     Example:
         >>> tx = optjax.scale_by_amsgrad()
@@ -184,8 +199,8 @@ def scale_by_amsgrad(
         return ScaleByAmsgradState(  # separate buffers for nu and nu_max, so both can be donated
             jnp.zeros([], jnp.int32),
             tree.zeros_like(params, mu_dtype),
-            tree.zeros_like(params),
-            tree.zeros_like(params),
+            tree.wide_zeros_like(params, nu_dtype),
+            tree.wide_zeros_like(params, nu_dtype),
         )
 
     def update(updates, state, params=None):
@@ -217,7 +232,12 @@ def scale_by_amsgrad(
 
 @flat_ready
 def scale_by_adamax(
-    b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, *, eps_in_max: bool = True
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    *,
+    eps_in_max: bool = True,
+    nu_dtype=None,
 ) -> GradientTransformation:
     r"""Adamax: Adam with the infinity norm in place of the second moment.
 
@@ -226,7 +246,8 @@ def scale_by_adamax(
 
     The paper has no eps; like optax and torch.optim.Adamax, eps enters inside the max so that
     n_t > 0. ``eps_in_max=False`` uses ``n_t = max(b2 n_{t-1}, |g_t|)`` and divides by
-    ``n_t + eps`` instead.
+    ``n_t + eps`` instead. n_t has ``nu_dtype`` (float32 for bf16 and fp16 parameters by
+    default: in bf16, b2 n_{t-1} rounds back to n_{t-1} and the norm would never decay).
 
     Example:
         >>> tx = optjax.scale_by_adamax()
@@ -241,7 +262,9 @@ def scale_by_adamax(
 
     def init(params):
         return ScaleByAdamState(
-            jnp.zeros([], jnp.int32), tree.zeros_like(params), tree.zeros_like(params)
+            jnp.zeros([], jnp.int32),
+            tree.zeros_like(params),
+            tree.wide_zeros_like(params, nu_dtype),
         )
 
     def update(updates, state, params=None):
@@ -281,6 +304,8 @@ def scale_by_rms(
     initial_scale: float = 0.0,
     eps_in_sqrt: bool = True,
     bias_correction: bool = False,
+    *,
+    nu_dtype=None,
 ) -> GradientTransformation:
     r"""Divide by the root of a moving average of squared gradients (RMSprop).
 
@@ -288,7 +313,8 @@ def scale_by_rms(
         u_t = g_t / sqrt(v_t + eps)        (eps_in_sqrt=True)
         u_t = g_t / (sqrt(v_t) + eps)      (eps_in_sqrt=False: torch.optim.RMSprop's form)
 
-    With ``bias_correction`` v_t is replaced by v_t / (1 - decay^t).
+    With ``bias_correction`` v_t is replaced by v_t / (1 - decay^t). v_t has ``nu_dtype``
+    (float32 for bf16 and fp16 parameters by default; see scale_by_adam).
 
     Example:
         >>> tx = optjax.scale_by_rms(decay=0.75, eps=0.0)
@@ -303,7 +329,9 @@ def scale_by_rms(
     check_nonnegative("initial_scale", initial_scale)
 
     def init(params):
-        return ScaleByRmsState(jnp.zeros([], jnp.int32), tree.full_like(params, initial_scale))
+        return ScaleByRmsState(
+            jnp.zeros([], jnp.int32), tree.wide_full_like(params, initial_scale, nu_dtype)
+        )
 
     def update(updates, state, params=None):
         del params
@@ -326,6 +354,8 @@ def scale_by_stddev(
     initial_scale: float = 0.0,
     eps_in_sqrt: bool = True,
     bias_correction: bool = False,
+    *,
+    nu_dtype=None,
 ) -> GradientTransformation:
     r"""Divide by a moving estimate of the gradient's standard deviation (centered RMSprop).
 
@@ -333,7 +363,9 @@ def scale_by_stddev(
         u_t = g_t / sqrt(v_t - m_t^2 + eps)        (eps_in_sqrt=True)
         u_t = g_t / (sqrt(v_t - m_t^2) + eps)      (eps_in_sqrt=False: torch's centered form)
 
-    With ``bias_correction`` m_t and v_t are divided by (1 - decay^t) first.
+    With ``bias_correction`` m_t and v_t are divided by (1 - decay^t) first. Both averages have
+    ``nu_dtype`` (float32 for bf16 and fp16 parameters by default): v_t - m_t^2 cancels, and
+    needs them at one precision.
 
     Example:
         >>> tx = optjax.scale_by_stddev(decay=0.5, eps=0.0)
@@ -348,7 +380,9 @@ def scale_by_stddev(
 
     def init(params):
         return ScaleByRStdDevState(
-            jnp.zeros([], jnp.int32), tree.zeros_like(params), tree.full_like(params, initial_scale)
+            jnp.zeros([], jnp.int32),
+            tree.wide_zeros_like(params, nu_dtype),
+            tree.wide_full_like(params, initial_scale, nu_dtype),
         )
 
     def update(updates, state, params=None):
@@ -370,7 +404,11 @@ def scale_by_stddev(
 
 @flat_ready
 def scale_by_rss(
-    initial_accumulator_value: float = 0.1, eps: float = 1e-7, *, eps_in_sqrt: bool = True
+    initial_accumulator_value: float = 0.1,
+    eps: float = 1e-7,
+    *,
+    eps_in_sqrt: bool = True,
+    nu_dtype=None,
 ) -> GradientTransformation:
     r"""Divide by the root of the sum of squared gradients so far (Adagrad).
 
@@ -378,7 +416,8 @@ def scale_by_rss(
         u_t = g_t / sqrt(s_t + eps)       (eps_in_sqrt=True)
         u_t = g_t / (sqrt(s_t) + eps)     (eps_in_sqrt=False: torch.optim.Adagrad's form)
 
-    A coordinate whose s_t is still 0 gets u_t = 0.
+    A coordinate whose s_t is still 0 gets u_t = 0. s_t has ``nu_dtype`` (float32 for bf16 and
+    fp16 parameters by default: in bf16 a sum stops growing once g^2 is below half its ulp).
 
     Example:
         >>> tx = optjax.scale_by_rss(initial_accumulator_value=0.0, eps=0.0)
@@ -392,7 +431,7 @@ def scale_by_rss(
     check_nonnegative("eps", eps)
 
     def init(params):
-        return ScaleByRssState(tree.full_like(params, initial_accumulator_value))
+        return ScaleByRssState(tree.wide_full_like(params, initial_accumulator_value, nu_dtype))
 
     def update(updates, state, params=None):
         del params
@@ -410,12 +449,16 @@ def scale_by_rss(
 
 
 @flat_ready
-def scale_by_adadelta(rho: float = 0.9, eps: float = 1e-6) -> GradientTransformation:
+def scale_by_adadelta(
+    rho: float = 0.9, eps: float = 1e-6, *, nu_dtype=None
+) -> GradientTransformation:
     r"""Adadelta: scale by the ratio of the RMS of past steps to the RMS of past gradients.
 
         E[g^2]_t = rho E[g^2]_{t-1} + (1 - rho) g_t^2
         u_t = sqrt(E[x^2]_{t-1} + eps) / sqrt(E[g^2]_t + eps) g_t
         E[x^2]_t = rho E[x^2]_{t-1} + (1 - rho) u_t^2
+
+    Both averages have ``nu_dtype`` (float32 for bf16 and fp16 parameters by default).
 
     Example:
         >>> tx = optjax.scale_by_adadelta(rho=0.0, eps=1.0)
@@ -428,7 +471,9 @@ def scale_by_adadelta(rho: float = 0.9, eps: float = 1e-6) -> GradientTransforma
     check_nonnegative("eps", eps)
 
     def init(params):
-        return ScaleByAdaDeltaState(tree.zeros_like(params), tree.zeros_like(params))
+        return ScaleByAdaDeltaState(
+            tree.wide_zeros_like(params, nu_dtype), tree.wide_zeros_like(params, nu_dtype)
+        )
 
     def update(updates, state, params=None):
         del params
@@ -546,6 +591,7 @@ def scale_by_radam(
     *,
     nesterov: bool = False,
     eps_on_raw_nu: bool = False,
+    nu_dtype=None,
 ) -> GradientTransformation:
     r"""Rectified Adam: Adam's step rescaled by r_t once the variance estimate is trustworthy.
 
@@ -556,6 +602,7 @@ def scale_by_radam(
     ``eps_on_raw_nu=True`` adds eps to the root of the raw v_t and bias-corrects afterwards,
     ``u_t = r_t m̂_t sqrt(1 - b2^t) / (sqrt(v_t + eps_root) + eps)`` in the rectified phase,
     as torch.optim.RAdam does (in the default form's terms, an eps of eps / sqrt(1 - b2^t)).
+    v_t has ``nu_dtype`` (see scale_by_adam).
 
     Example:
         >>> tx = optjax.scale_by_radam()
@@ -568,11 +615,14 @@ def scale_by_radam(
     check_decay("b2", b2)
     check_nonnegative("eps", eps)
     check_nonnegative("eps_root", eps_root)
+    check_finite("threshold", threshold)
     rho_inf = (1.0 + b2) / (1.0 - b2)
 
     def init(params):
         return ScaleByAdamState(
-            jnp.zeros([], jnp.int32), tree.zeros_like(params), tree.zeros_like(params)
+            jnp.zeros([], jnp.int32),
+            tree.zeros_like(params),
+            tree.wide_zeros_like(params, nu_dtype),
         )
 
     def update(updates, state, params=None):

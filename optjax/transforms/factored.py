@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optjax import tree
-from optjax._checks import check_nonnegative, check_positive, check_positive_int
+from optjax._checks import check_integer, check_nonnegative, check_positive, check_positive_int
 from optjax.base import GradientTransformation, StepCount, Updates
 from optjax.core import stateless
 from optjax.flat import flat_ready, per_leaf
@@ -79,25 +79,28 @@ def _real_product(a, b):
     return a * b
 
 
-def _check_factored_args(decay_rate, min_dim_size_to_factor, epsilon) -> None:
+def _check_factored_args(decay_rate, min_dim_size_to_factor, epsilon, step_offset=0) -> None:
     check_positive_int("min_dim_size_to_factor", min_dim_size_to_factor)
+    check_integer("step_offset", step_offset)
     check_nonnegative("decay_rate", decay_rate)
     check_nonnegative("epsilon", epsilon)
 
 
-def _factored_init(dims_of):
+def _factored_init(dims_of, nu_dtype=None):
     """``init`` of the factored second moment: R and C for a factored leaf, V otherwise (the
-    unused fields None, an empty node: nothing to pass or donate)."""
+    unused fields None, an empty node: nothing to pass or donate), in ``tree.wide_dtype`` of the
+    parameter (float32 for bf16 and fp16 parameters unless ``nu_dtype`` is given)."""
 
     def init(params):
         def leaf(p):
             dims = dims_of(jnp.shape(p))
+            dtype = tree.wide_dtype(p, nu_dtype)
             if dims is None:
-                return None, None, jnp.zeros_like(p)
+                return None, None, jnp.zeros_like(p, dtype)
             d_col, d_row = dims  # R reduces over d_row, C over d_col
             # Zeros like a reduction of p: the parameter's sharding without the reduced axis.
-            row = jnp.zeros_like(jnp.sum(p, axis=d_row), p.dtype)
-            col = jnp.zeros_like(jnp.sum(p, axis=d_col), p.dtype)
+            row = jnp.zeros_like(jnp.sum(p, axis=d_row), dtype)
+            col = jnp.zeros_like(jnp.sum(p, axis=d_col), dtype)
             return row, col, None
 
         v_row, v_col, v = tree.unzip(params, jax.tree.map(leaf, params), 3)
@@ -119,13 +122,15 @@ def scale_by_factored_rms(
     min_dim_size_to_factor: int = 128,
     epsilon: float = 1e-30,
     decay_rate_fn=decay_rate_pow,
+    *,
+    nu_dtype=None,
 ) -> GradientTransformation:
     r"""Divide by a factored estimate of the root mean square gradient (Adafactor).
 
     For a matrix-shaped leaf (the two largest axes at least ``min_dim_size_to_factor`` long) only
     row and column means of g^2 are kept, O(n + m) memory instead of O(nm):
 
-        b_t = 1 - (t - step_offset)^(-decay_rate)                (t = 1, 2, ...)
+        b_t = 1 - max(t - step_offset, 1)^(-decay_rate)          (t = 1, 2, ...)
         R_t = b_t R_{t-1} + (1 - b_t) mean_col(g_t^2 + eps)      (one value per row)
         C_t = b_t C_{t-1} + (1 - b_t) mean_row(g_t^2 + eps)      (one value per column)
         V̂_t = R_t C_t^T / mean(R_t)
@@ -134,6 +139,8 @@ def scale_by_factored_rms(
     Other leaves keep the full ``V_t = b_t V_{t-1} + (1 - b_t)(g_t^2 + eps)``, and
     u_t = g_t / sqrt(V_t).
     A leaf with more than two axes is factored over its two largest, the others batch axes.
+    R, C and V have ``nu_dtype``, by default float32 for bf16 and fp16 parameters: b_t tends to 1,
+    and in bf16 a decay below half an ulp would freeze them (as it would Adam's v_t).
 
     Example:
         >>> tx = optjax.scale_by_factored_rms()
@@ -144,14 +151,14 @@ def scale_by_factored_rms(
     Reference: Shazeer & Stern, "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost",
     ICML 2018, Algorithms 4 and 5.
     """
-    _check_factored_args(decay_rate, min_dim_size_to_factor, epsilon)
+    _check_factored_args(decay_rate, min_dim_size_to_factor, epsilon, step_offset)
 
     def dims_of(shape):
         return factored_dims(shape, factored, min_dim_size_to_factor)
 
     def update(updates, state, params=None):
         del params
-        decay = decay_rate_fn(state.count - step_offset, decay_rate)
+        decay = decay_rate_fn(jnp.maximum(state.count - step_offset, 0), decay_rate)  # no NaN
 
         def leaf(g, r, c, v):
             dims = dims_of(g.shape)
@@ -166,7 +173,7 @@ def scale_by_factored_rms(
         new_updates, v_row, v_col, v = tree.unzip(updates, out, 4)
         return new_updates, FactoredState(tree.safe_increment(state.count), v_row, v_col, v)
 
-    tx = GradientTransformation(_factored_init(dims_of), update)
+    tx = GradientTransformation(_factored_init(dims_of, nu_dtype), update)
     return _on_views_if_factored(tx, dims_of)
 
 
@@ -178,6 +185,8 @@ def scale_by_factored_rms_clipped(
     min_dim_size_to_factor: int = 128,
     epsilon: float = 1e-30,
     decay_rate_fn=decay_rate_pow,
+    *,
+    nu_dtype=None,
 ) -> GradientTransformation:
     r"""``chain(scale_by_factored_rms(...), clip_by_block_rms(clipping_threshold))`` in fewer
     passes over memory: Adafactor's fast path (the same numbers, to rounding).
@@ -187,7 +196,7 @@ def scale_by_factored_rms_clipped(
     u_t, so XLA need not write u_t out to read it twice: Adafactor's step makes three passes over
     the gradient and no full-size temporary. The state is scale_by_factored_rms's.
     """
-    _check_factored_args(decay_rate, min_dim_size_to_factor, epsilon)
+    _check_factored_args(decay_rate, min_dim_size_to_factor, epsilon, step_offset)
     check_positive("clipping_threshold", clipping_threshold)
 
     def dims_of(shape):
@@ -195,7 +204,7 @@ def scale_by_factored_rms_clipped(
 
     def update(updates, state, params=None):
         del params
-        decay = decay_rate_fn(state.count - step_offset, decay_rate)
+        decay = decay_rate_fn(jnp.maximum(state.count - step_offset, 0), decay_rate)  # no NaN
 
         def statistics(g, r, c, v):
             dims = dims_of(g.shape)
@@ -237,7 +246,8 @@ def scale_by_factored_rms_clipped(
         v = tree.map_like(lambda old, new: new.astype(old.dtype), state.v, v_wide)
         return new_updates, FactoredState(tree.safe_increment(state.count), v_row, v_col, v)
 
-    return _on_views_if_factored(GradientTransformation(_factored_init(dims_of), update), dims_of)
+    init = _factored_init(dims_of, nu_dtype)
+    return _on_views_if_factored(GradientTransformation(init, update), dims_of)
 
 
 @flat_ready

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from optjax import tree
-from optjax._checks import check_decay, check_nonnegative
+from optjax._checks import check_at_most, check_decay, check_nonnegative
 from optjax.base import GradientTransformation, StepCount, Updates
 from optjax.flat import flat_ready, per_leaf
 from optjax.transforms.factored import FactoredState
@@ -70,12 +70,12 @@ def scale_by_nadam(
     check_nonnegative("eps", eps)
     check_nonnegative("momentum_decay", momentum_decay)
 
-    def init(params):
+    def init(params):  # v in float32 for bf16 and fp16 params (see scale_by_adam)
         return ScaleByNadamState(
             jnp.zeros([], jnp.int32),
             jnp.ones([], jnp.float32),
             tree.zeros_like(params),
-            tree.zeros_like(params),
+            tree.wide_zeros_like(params),
         )
 
     def update(updates, state, params=None):
@@ -133,18 +133,18 @@ def scale_by_factored_rms_torch(
     Cost", ICML 2018, Algorithm 4; torch.optim.Adafactor (torch 2.13), whose eps placement
     this follows.
     """
-    if isinstance(beta2_decay, (int, float)) and not beta2_decay <= 0:
-        raise ValueError(f"beta2_decay must be a number <= 0, got beta2_decay={beta2_decay!r}")
+    check_at_most("beta2_decay", beta2_decay, 0)
     if eps is not None:
         check_nonnegative("eps", eps)
 
     def init(params):
         def leaf(p):  # None: an unused field, an empty node (no buffer)
+            dtype = tree.wide_dtype(p)  # float32 for bf16 and fp16 params (see scale_by_adam)
             if jnp.ndim(p) < 2:
-                return None, None, jnp.zeros_like(p)
+                return None, None, jnp.zeros_like(p, dtype)
             # Zeros like a reduction of p: the parameter's sharding without the reduced axis.
-            row = jnp.zeros_like(jnp.sum(p, axis=-1, keepdims=True), p.dtype)
-            col = jnp.zeros_like(jnp.sum(p, axis=-2, keepdims=True), p.dtype)
+            row = jnp.zeros_like(jnp.sum(p, axis=-1, keepdims=True), dtype)
+            col = jnp.zeros_like(jnp.sum(p, axis=-2, keepdims=True), dtype)
             return row, col, None
 
         v_row, v_col, v = tree.unzip(params, jax.tree.map(leaf, params), 3)

@@ -131,8 +131,10 @@ def average_params(
         uniform (decay=None; Polyak-Ruppert, SWA):  a_n = a_{n-1} + (x_t - a_{n-1}) / n,  a_1 = x_t
         exponential (EMA, decay given):             a_n = decay a_{n-1} + (1 - decay) x_t, a_1 = x_t
 
-    Until the first iterate enters, ``state.average`` follows the params. The average has the
-    params' dtype unless ``average_dtype`` is given.
+    Until the first iterate enters, ``state.average`` follows the params. The average has
+    ``average_dtype``, by default the params' dtype widened to float32 for bf16 and fp16 params
+    (2 bytes more per parameter): in bf16 an EMA with decay 0.999 would never move (its step is
+    below half an ulp), and a uniform average would stop moving after a few hundred iterates.
 
     Example:
         >>> tx = optjax.average_params(optjax.sgd(1.0))
@@ -154,7 +156,9 @@ def average_params(
 
     def init(params):
         zero = jnp.zeros([], jnp.int32)
-        average = _copy(params) if average_dtype is None else tree.cast(params, average_dtype)
+        average = jax.tree.map(
+            lambda p: jnp.array(p, tree.wide_dtype(p, average_dtype), copy=True), params
+        )
         return AverageParamsState(zero, zero, average, inner.init(params))
 
     def update(updates, state, params=None, **extra_args):
