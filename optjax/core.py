@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from optjax import tree
-from optjax.base import EmptyState, GradientTransformation, Params, Updates
+from optjax.base import EmptyState, GradientTransformation, OptState, Params, Updates
 from optjax.flat import (
     FlatBuffers,
     as_flat_ready,
@@ -45,6 +45,56 @@ def extra_args_filter(update: Callable) -> Callable[[dict], dict]:
     return lambda extra: {k: v for k, v in extra.items() if k in names}
 
 
+def _number_as_array(x):
+    """A Python number (a leaf optax accepts, as in ``{"w": 1.0}``) as an array of its kind's
+    default dtype (float32 for a float, int32 for an int); anything else as it is."""
+    return jnp.asarray(x, jnp.result_type(x)) if isinstance(x, (int, float, complex)) else x
+
+
+def _numbers_as_arrays(tree_):
+    """The tree with its Python-number leaves made arrays, so that every transform sees arrays;
+    a tree with no such leaf is returned as it is."""
+    leaves, treedef = jax.tree.flatten(tree_)
+    if not any(isinstance(x, (int, float, complex)) for x in leaves):
+        return tree_
+    return treedef.unflatten([_number_as_array(x) for x in leaves])
+
+
+class _ExpectedState:
+    """What a chain's ``init`` gives for parameters of each shape and dtype: found by tracing
+    (``jax.eval_shape``), once per kind of parameters, and checked against the state an
+    ``update`` is given, so a state made by another optimizer, or for other parameters, is
+    refused naming the first leaf that differs rather than failing somewhere inside."""
+
+    def __init__(self, who: str, init: Callable[[Params], OptState]):
+        self.who, self.init = who, init
+        self.seen: dict[tuple, OptState] = {}
+
+    def check(self, updates: Updates, state: OptState, params: Params | None) -> None:
+        like = updates if params is None else params  # init reads shapes and dtypes only
+        if params is not None:
+            tree.check_same_shapes(updates, params, "updates", "params")
+        leaves, treedef = jax.tree.flatten(like)
+        key = (treedef, tuple((jnp.shape(x), jnp.result_type(x)) for x in leaves))
+        if key not in self.seen:
+            self.seen[key] = jax.eval_shape(self.init, like)
+        expected = self.seen[key]
+        hint = "was it made by another optimizer, or for other params?"
+        try:
+            tree.check_same_structure(state, expected, "the state", "init(params)'s")
+        except ValueError as error:
+            raise ValueError(f"{self.who}: {error}; {hint}") from None
+        found = jax.tree_util.tree_flatten_with_path(state)[0]
+        for (path, x), want in zip(found, jax.tree.leaves(expected)):
+            dtype_differs = not isinstance(x, (int, float)) and jnp.result_type(x) != want.dtype
+            if jnp.shape(x) != want.shape or dtype_differs:
+                got = f"{jnp.result_type(x)}{list(jnp.shape(x))}"
+                raise ValueError(
+                    f"{self.who}: state{jax.tree_util.keystr(path)} is {got}, but init gives "
+                    f"{want.dtype}{list(want.shape)} for these params; {hint}"
+                )
+
+
 def named_chain(*transforms: tuple[str, GradientTransformation]) -> GradientTransformation:
     """Like `chain`, with each transform's state kept under its name in a dict.
 
@@ -60,14 +110,18 @@ def named_chain(*transforms: tuple[str, GradientTransformation]) -> GradientTran
     filters = [extra_args_filter(t.update) for _, t in transforms]
 
     def init(params):
+        params = _numbers_as_arrays(params)
         return {name: t.init(params) for name, t in transforms}
 
     def update(updates, state, params=None, **extra_args):
+        updates, params = _numbers_as_arrays(updates), _numbers_as_arrays(params)
+        expected.check(updates, state, params)
         new_state = {}
         for (name, t), keep in zip(transforms, filters):
             updates, new_state[name] = t.update(updates, state[name], params, **keep(extra_args))
         return updates, new_state
 
+    expected = _ExpectedState("named_chain", init)
     return mark_flat_ready(GradientTransformation(init, update))
 
 
@@ -85,20 +139,26 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
     filters = [extra_args_filter(t.update) for t in transforms]
 
     def init(params):
+        params = _numbers_as_arrays(params)
         return tuple(t.init(params) for t in transforms)
 
     def update(updates, state, params=None, **extra_args):
-        if len(state) != len(transforms):
+        if not isinstance(state, tuple) or len(state) != len(transforms):
+            what = f"holds {len(state)} entries" if isinstance(state, tuple) else "is a "
+            what += "" if isinstance(state, tuple) else type(state).__name__
             raise ValueError(
-                f"chain: state holds {len(state)} entries but the chain has {len(transforms)} "
-                "transforms; was the state made by another optimizer?"
+                f"chain: state {what} but the chain has {len(transforms)} transforms; "
+                "was it made by another optimizer?"
             )
+        updates, params = _numbers_as_arrays(updates), _numbers_as_arrays(params)
+        expected.check(updates, state, params)
         new_state = []
         for t, s, keep in zip(transforms, state, filters):
             updates, s = t.update(updates, s, params, **keep(extra_args))
             new_state.append(s)
         return updates, tuple(new_state)
 
+    expected = _ExpectedState("chain", init)
     return mark_flat_ready(GradientTransformation(init, update))
 
 
@@ -155,18 +215,19 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     """Return ``params + updates``, each leaf keeping its parameter's dtype.
 
     The sum is formed in the wider of the two dtypes and rounded once to the parameter's dtype.
-    Leaves that are None in ``updates`` leave their parameter as it is.
+    Leaves that are None in ``updates`` leave their parameter as it is. Python numbers are
+    accepted as leaves of either tree, as arrays of their default dtype (float32 for a float).
 
     Example:
         >>> optjax.apply_updates(jnp.ones(2, jnp.bfloat16), jnp.full(2, 0.5))
         Array([1.5, 1.5], dtype=bfloat16)
     """
-    tree.check_same_structure(params, updates, "params", "updates")
+    tree.check_same_shapes(params, updates, "params", "updates")
 
     def add(p, u):
         if u is None:
             return p
-        p = jnp.asarray(p)
+        p, u = jnp.asarray(_number_as_array(p)), _number_as_array(u)
         wide = tree.compute_dtype(p.dtype, u.dtype)
         return (p.astype(wide) + u.astype(wide)).astype(p.dtype)
 

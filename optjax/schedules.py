@@ -223,6 +223,9 @@ def warmup_constant_schedule(
         >>> optjax.warmup_constant_schedule(0.0, 1.0, warmup_steps=4)(1)
         Array(0.25, dtype=float32)
     """
+    check_finite("init_value", init_value)
+    check_finite("peak_value", peak_value)
+    _check_finite_nonnegative("warmup_steps", warmup_steps)
     return linear_schedule(init_value, peak_value, warmup_steps)
 
 
@@ -452,7 +455,13 @@ def warmup_exponential_decay_schedule(
         Array([0.5 , 1.  , 0.5 , 0.25], dtype=float32)
     """
     check_finite("init_value", init_value)
+    check_finite("peak_value", peak_value)
     _check_finite_nonnegative("warmup_steps", warmup_steps)
+    _check_finite_nonnegative("transition_steps", transition_steps)
+    _check_finite_positive("decay_rate", decay_rate)
+    _check_finite_nonnegative("transition_begin", transition_begin)
+    if end_value is not None:
+        check_finite("end_value", end_value)
     decay = exponential_decay(
         peak_value, transition_steps, decay_rate, transition_begin, staircase, end_value
     )

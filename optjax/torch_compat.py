@@ -26,11 +26,15 @@ from collections.abc import Callable
 import jax.numpy as jnp
 
 from optjax._checks import (
+    check_at_least,
+    check_at_most,
     check_decay,
     check_learning_rate,
     check_nonnegative,
+    check_positive,
     check_unit_interval,
-    check_value,
+    is_traced,
+    is_zero,
 )
 from optjax.base import GradientTransformation, ScalarOrSchedule
 from optjax.core import chain, identity
@@ -94,7 +98,7 @@ def _maximize(maximize: bool) -> GradientTransformation:
 
 def _l2(weight_decay: float) -> GradientTransformation:
     """``u + wd p``: coupled (L2) decay ahead of the moments, decoupled decay after them."""
-    return add_decayed_weights(weight_decay) if weight_decay else identity()
+    return identity() if is_zero(weight_decay) else add_decayed_weights(weight_decay)
 
 
 def _weight_decay(weight_decay: float, decoupled: bool):
@@ -142,19 +146,20 @@ def SGD(
     check_unit_interval("momentum", momentum)
     check_unit_interval("dampening", dampening)
     check_nonnegative("weight_decay", weight_decay)
-    if nesterov and (momentum <= 0 or dampening != 0):
+    known = not (is_traced(momentum) or is_traced(dampening))
+    if nesterov and known and (momentum <= 0 or dampening != 0):
         raise ValueError(
             "nesterov=True requires momentum > 0 and dampening = 0, got "
             f"momentum={momentum!r}, dampening={dampening!r}"
         )
-    dampen = momentum and dampening
+    dampen = not (is_zero(momentum) or is_zero(dampening))
     return chain(
         _maximize(maximize),
         _l2(weight_decay),
         scale_by_schedule(lambda count: jnp.where(count == 0, 1.0, 1.0 - dampening))
         if dampen
         else identity(),
-        trace(momentum, nesterov) if momentum else identity(),
+        identity() if is_zero(momentum) else trace(momentum, nesterov),
         scale_by_learning_rate(lr),
     )
 
@@ -294,7 +299,7 @@ def Adagrad(
     check_nonnegative("initial_accumulator_value", initial_accumulator_value)
     step_size = (
         _lr_times(lr, lambda count: 1.0 / (1.0 + count.astype(jnp.float32) * lr_decay))
-        if lr_decay
+        if not is_zero(lr_decay)
         else lr
     )
     return chain(
@@ -385,7 +390,7 @@ def RMSprop(
         _maximize(maximize),
         _l2(weight_decay),
         scaling(alpha, eps, 0.0, eps_in_sqrt=False),
-        trace(momentum) if momentum else identity(),
+        identity() if is_zero(momentum) else trace(momentum),
         scale_by_learning_rate(lr),
     )
 
@@ -417,13 +422,13 @@ def Adafactor(
                [-0.4, -0.4]], dtype=float32)
     """
     check_learning_rate("lr", lr)
-    check_value("beta2_decay", beta2_decay, lambda x: x <= 0, "a number <= 0")
+    check_at_most("beta2_decay", beta2_decay, 0)
     if not isinstance(eps, (tuple, list)) or len(eps) != 2:
         raise ValueError(f"eps must be a pair (eps1 or None, eps2), got eps={eps!r}")
     if eps[0] is not None:
         check_nonnegative("eps[0]", eps[0])
-    check_value("eps[1]", eps[1], lambda x: x > 0, "a number > 0")
-    check_value("d", d, lambda x: x >= 1, "a number >= 1")
+    check_positive("eps[1]", eps[1])
+    check_at_least("d", d, 1)
     check_nonnegative("weight_decay", weight_decay)
 
     def relative_step(count):  # min(lr_t, 1/sqrt(t)) / lr_t, t = count + 1

@@ -167,7 +167,8 @@ def test_flax_nnx_optimizer_accepts_optjax_transforms(standard_promotion):
 def test_update_with_state_of_other_params_names_first_differing_path():
     tx = optjax.adam(0.1)
     state = tx.init({"w": jnp.zeros(2), "b": jnp.zeros(2)})
-    with pytest.raises(ValueError, match=r"only updates has \['c'\]; only state has \['b'\]"):
+    match = r"only the state has \[0\]\.mu\['b'\]; only init\(params\)'s has \[0\]\.mu\['c'\]"
+    with pytest.raises(ValueError, match=match):
         tx.update({"c": jnp.zeros(2), "w": jnp.zeros(2)}, state)
 
 

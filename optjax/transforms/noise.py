@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from optjax import tree
-from optjax._checks import check_nonnegative
+from optjax._checks import check_integer, check_nonnegative
 from optjax.base import GradientTransformation, StepCount
 from optjax.flat import per_leaf
 
@@ -39,6 +39,7 @@ def add_noise(eta: float = 0.01, gamma: float = 0.55, seed: int = 0) -> Gradient
     """
     check_nonnegative("eta", eta)
     check_nonnegative("gamma", gamma)
+    check_integer("seed", seed)
 
     def init(params):
         del params

@@ -126,6 +126,9 @@ class MultiSteps:
         self, updates: Updates, state: MultiStepsState, params: Params | None = None, **extra_args
     ):
         extra_args = self._keep(extra_args)
+        if params is not None:  # before the gradients are added up: nothing broadcasts
+            tree.check_same_shapes(updates, params, "updates", "params")
+        tree.check_same_shapes(updates, state.acc_grads, "updates", "state.acc_grads")
         acc = tree.map_like(
             lambda a, g: (
                 a.astype(tree.compute_dtype(a.dtype)) + g.astype(tree.compute_dtype(a.dtype))

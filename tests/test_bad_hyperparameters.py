@@ -1,0 +1,421 @@
+"""Every public constructor validates every numeric argument the same way.
+
+The constructors and their numeric arguments are read from the signatures of everything optjax,
+optjax.torch_compat and optjax.schedules export; RANGES says what each argument allows, so a new
+argument fails `test_every_numeric_argument_has_a_range` until it is added there. For each
+argument, bad values (inf, nan, numbers finite in float64 but infinite in float32, strings,
+lists, bools, None, values outside the range) raise ValueError naming the argument and the value
+received; a traced value (the constructor called inside a trace, as under jit or vmap) is taken
+without a TracerBoolConversionError. Only construction is traced here: nothing is compiled.
+"""
+
+import inspect
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import optjax
+from optjax import schedules, torch_compat
+from optjax.train import cli
+
+SGD = optjax.sgd(0.1)
+
+# Constructors that take no numeric hyperparameter (transforms of transforms, combinators, ...).
+NOT_NUMERIC = {
+    "apply_updates",
+    "chain",
+    "named_chain",
+    "stateless",
+    "identity",
+    "set_to_zero",
+    "flat_transform",
+    "skip_not_finite",
+    "inject_hyperparams",
+    "masked",
+    "freeze",
+    "multi_transform",
+    "scale_by_schedule",
+    "join_schedules",
+    "sgdr_schedule",
+}
+
+# The arguments each constructor needs besides the one under test.
+REQUIRED = {
+    "clip": dict(max_delta=1.0),
+    "clip_by_block_rms": dict(threshold=1.0),
+    "clip_by_global_norm": dict(max_norm=1.0),
+    "ema": dict(decay=0.9),
+    "scale": dict(step_size=0.1),
+    "apply_if_finite": dict(inner=SGD, max_consecutive_errors=3),
+    "average_params": dict(inner=SGD),
+    "lookahead": dict(fast_optimizer=SGD, sync_period=5, slow_step_size=0.5),
+    "MultiSteps": dict(opt=SGD, every_k_schedule=2),
+    "constant_schedule": dict(value=1.0),
+    "polynomial_schedule": dict(init_value=1.0, end_value=0.0, power=1.0, transition_steps=10),
+    "linear_schedule": dict(init_value=1.0, end_value=0.0, transition_steps=10),
+    "warmup_constant_schedule": dict(init_value=0.0, peak_value=1.0, warmup_steps=10),
+    "exponential_decay": dict(init_value=1.0, transition_steps=10, decay_rate=0.5),
+    "piecewise_constant_schedule": dict(init_value=1.0),
+    "piecewise_interpolate_schedule": dict(interpolate_type="linear", init_value=1.0),
+    "cosine_decay_schedule": dict(init_value=1.0, decay_steps=10),
+    "cosine_decay_with_warm_restarts": dict(init_value=1.0, first_period=10),
+    "cosine_onecycle_schedule": dict(transition_steps=10, peak_value=1.0),
+    "linear_onecycle_schedule": dict(transition_steps=10, peak_value=1.0),
+    "warmup_cosine_decay_schedule": dict(
+        init_value=0.0, peak_value=1.0, warmup_steps=2, decay_steps=10
+    ),
+    "warmup_exponential_decay_schedule": dict(
+        init_value=0.0, peak_value=1.0, warmup_steps=2, transition_steps=10, decay_rate=0.5
+    ),
+}
+LEARNING_RATE = dict(learning_rate=0.1)  # every other constructor: a learning rate at most
+
+# What each argument allows: by name, then (constructor, name) where a name means two things.
+RANGES = {
+    "learning_rate": "rate",
+    "lr": "rate",
+    "b1": "[0, 1)",
+    "b2": "[0, 1)",
+    "rho": "[0, 1)",
+    "decay": "[0, 1)",
+    "momentum": "[0, 1]",
+    "dampening": "[0, 1]",
+    "slow_step_size": "[0, 1]",
+    "alpha": "[0, 1]",
+    "pct_start": "(0, 1)",
+    "pct_final": "(0, 1]",
+    "eps": ">= 0",
+    "eps_root": ">= 0",
+    "epsilon": ">= 0",
+    "weight_decay": ">= 0",
+    "weight_decay_rate": ">= 0",
+    "initial_scale": ">= 0",
+    "initial_accumulator_value": ">= 0",
+    "lr_decay": ">= 0",
+    "momentum_decay": ">= 0",
+    "eta": ">= 0",
+    "gamma": ">= 0",
+    "max_delta": ">= 0",
+    "max_norm": ">= 0",
+    "decay_rate": ">= 0",
+    "m_mul": ">= 0",
+    "transition_steps": ">= 0",
+    "transition_begin": ">= 0",
+    "warmup_steps": ">= 0",
+    "threshold": "> 0",
+    "min_scale": "> 0",
+    "clipping_threshold": "> 0",
+    "power": "> 0",
+    "decay_steps": "> 0",
+    "exponent": "> 0",
+    "first_period": "> 0",
+    "div_factor": "> 0",
+    "final_div_factor": "> 0",
+    "init_value": "finite",
+    "end_value": "finite",
+    "peak_value": "finite",
+    "value": "finite",
+    "step_size": "finite",
+    "beta2_decay": "<= 0",
+    "d": ">= 1",
+    "t_mul": ">= 1",
+    "min_dim_size_to_factor": "int >= 1",
+    "sync_period": "int >= 1",
+    "every_k": "int >= 1",
+    "every_k_schedule": "int >= 1",
+    "max_consecutive_errors": "int >= 1",
+    "start_step": "int >= 0",
+    "decay_offset": "int",
+    "step_offset": "int",
+    "seed": "int",
+    "betas": "pair",
+    "boundaries_and_scales": "scales",
+    ("Adafactor", "eps"): "pair",
+    ("trace", "decay"): "[0, 1]",
+    ("RMSprop", "alpha"): "[0, 1)",
+    ("scale_by_radam", "threshold"): "finite",
+    ("radam", "threshold"): "finite",
+    ("exponential_decay", "decay_rate"): "> 0",
+    ("warmup_exponential_decay_schedule", "decay_rate"): "> 0",
+    ("cosine_onecycle_schedule", "transition_steps"): "> 0",
+    ("linear_onecycle_schedule", "transition_steps"): "> 0",
+}
+
+# Values outside each range; every float argument also refuses NOT_NUMBERS.
+NOT_NUMBERS = [
+    math.inf,
+    -math.inf,
+    math.nan,
+    1e39,  # finite in float64, infinite in float32
+    -1e39,
+    np.float64(1e39),
+    "0.9",
+    [0.9],
+    True,
+    None,
+    jnp.ones(2),
+    1 + 2j,
+]
+OUTSIDE = {
+    "rate": [-1.0, -1e-3],
+    "[0, 1)": [1.0, 1.5, -0.1],
+    "[0, 1]": [1.5, -0.1],
+    "(0, 1)": [0.0, 1.0],
+    "(0, 1]": [0.0, 1.5],
+    ">= 0": [-1.0, -1e-30],
+    "> 0": [0.0, -1.0],
+    "finite": [],
+    "<= 0": [0.5],
+    ">= 1": [0.5],
+}
+NOT_INTEGERS = [1.5, 2.0, "3", [3], True, None, math.inf, math.nan, jnp.ones(2)]
+OUTSIDE_INT = {"int >= 1": [0, -1], "int >= 0": [-1], "int": [2**40, -(2**40)]}
+STRUCTURAL = {"int >= 1", "int >= 0"}  # sizes and periods used in Python: never traced
+
+# Valid values for arguments whose default is None (or absent): used for traced calls.
+VALID = {
+    "learning_rate": 0.1,
+    "momentum": 0.5,
+    "weight_decay_rate": 1e-3,
+    "decay": 0.9,
+    "end_value": 0.01,
+    ("scale_by_factored_rms_torch", "eps"): 1e-3,
+}
+
+
+def _constructors():
+    seen, out = set(), []
+    for module in (optjax, torch_compat, schedules):
+        for name in module.__all__:
+            obj = getattr(module, name)
+            is_class = inspect.isclass(obj) and name == "MultiSteps"
+            if (inspect.isfunction(obj) or is_class) and name not in NOT_NUMERIC:
+                if obj not in seen:
+                    seen.add(obj)
+                    out.append((name, obj))
+    return out
+
+
+def _is_numeric(parameter) -> bool:
+    if parameter.name in ("inner", "opt", "fast_optimizer", "interpolate_type"):
+        return False
+    default, note = parameter.default, str(parameter.annotation)
+    if isinstance(default, bool) or note == "bool":
+        return False
+    if isinstance(default, (int, float, tuple)):
+        return True
+    return any(word in note for word in ("float", "int", "Schedule", "Betas"))
+
+
+def _numeric_arguments():
+    for name, make in _constructors():
+        for p in inspect.signature(make).parameters.values():
+            if _is_numeric(p):
+                yield name, make, p
+
+
+def _range(constructor, argument):
+    return RANGES.get((constructor, argument), RANGES.get(argument))
+
+
+def _base(name, make):
+    base = dict(REQUIRED.get(name, {}))
+    parameters = inspect.signature(make).parameters
+    if not base and "learning_rate" in parameters:
+        if parameters["learning_rate"].default is inspect.Parameter.empty:
+            base.update(LEARNING_RATE)
+    return base
+
+
+def _optional(parameter) -> bool:
+    return parameter.default is None or "None" in str(parameter.annotation)
+
+
+def _bad_values(kind, optional):
+    if kind.startswith("int"):
+        values = NOT_INTEGERS + OUTSIDE_INT[kind]
+    else:
+        values = NOT_NUMBERS + OUTSIDE[kind]
+        if kind != "rate":
+            values = [*values, lambda count: 0.5]  # a schedule, where only a number is allowed
+    return [v for v in values if not (v is None and optional)]
+
+
+def _cases():
+    """(constructor name, constructor, keyword arguments, the name in the error, bad value)."""
+    for name, make, p in _numeric_arguments():
+        kind = _range(name, p.name)
+        if kind is None:  # test_every_numeric_argument_has_a_range names it
+            continue
+        if kind == "scales":  # {step: scale}: each scale a finite number >= 0
+            for bad in _bad_values(">= 0", optional=False):
+                yield name, make, {p.name: {5: bad}}, f"{p.name}[5]", bad
+            continue
+        if kind == "pair":  # betas=(b1, b2) and torch Adafactor's eps=(eps1 or None, eps2)
+            first, second = ("[0, 1)", "[0, 1)") if p.name == "betas" else (">= 0", "> 0")
+            valid = (0.9, 0.999) if p.name == "betas" else (None, 1e-3)
+            for bad in _bad_values(first, optional=p.name == "eps"):
+                yield name, make, {p.name: (bad, valid[1])}, f"{p.name}[0]", bad
+            for bad in _bad_values(second, optional=False):
+                yield name, make, {p.name: (valid[0], bad)}, f"{p.name}[1]", bad
+            for bad in [0.9, "ab", (0.9, 0.99, 0.9)]:
+                yield name, make, {p.name: bad}, p.name, bad
+            continue
+        for bad in _bad_values(kind, _optional(p)):
+            yield name, make, {p.name: bad}, p.name, bad
+
+
+def _grouped_cases():
+    groups: dict = {}
+    for name, make, kwargs, argument, bad in _cases():
+        groups.setdefault((name, argument), (make, []))[1].append((kwargs, bad))
+    return [(name, argument, make, cases) for (name, argument), (make, cases) in groups.items()]
+
+
+GROUPS = _grouped_cases()
+
+
+def test_every_numeric_argument_has_a_range():
+    missing = [f"{n}({p.name})" for n, _, p in _numeric_arguments() if _range(n, p.name) is None]
+    assert not missing, f"add these to RANGES: {missing}"
+    assert len(GROUPS) > 150  # the enumeration found the API
+
+
+@pytest.mark.parametrize("name,argument,make,cases", GROUPS, ids=[f"{g[0]}-{g[1]}" for g in GROUPS])
+def test_bad_values_raise_naming_the_argument_and_value(name, argument, make, cases):
+    """One test per argument, trying each bad value: the message is
+    ``NAME must be <range>, got NAME=<value>``."""
+    problems = []
+    for kwargs, bad in cases:
+        try:
+            make(**{**_base(name, make), **kwargs})
+        except ValueError as error:
+            message = str(error)
+            shown = f"{argument}={bad!r}" if not callable(bad) else f"{argument}=<function"
+            if not message.startswith(f"{argument} must be ") or shown not in message:
+                problems.append(f"{bad!r}: message {message!r}")
+        except Exception as error:  # noqa: BLE001 -- any other error is a finding
+            problems.append(f"{bad!r}: {type(error).__name__}: {error}")
+        else:
+            problems.append(f"{bad!r}: accepted")
+    assert not problems, "\n".join(problems)
+
+
+def _valid(name, parameter):
+    if (name, parameter.name) in VALID:
+        return VALID[(name, parameter.name)]
+    if parameter.default not in (None, inspect.Parameter.empty):
+        return parameter.default
+    if parameter.name in REQUIRED.get(name, {}):
+        return REQUIRED[name][parameter.name]
+    return VALID[parameter.name]
+
+
+def _traced_cases():
+    for name, make, p in _numeric_arguments():
+        kind = _range(name, p.name)
+        if kind is not None and kind not in STRUCTURAL:
+            yield pytest.param(name, make, p, id=f"{name}-{p.name}")
+
+
+def _use(name, tx):
+    """Something that depends on the constructed transform or schedule, to return from a trace."""
+    if not hasattr(tx, "init"):  # a schedule
+        return tx(jnp.int32(3))
+    params = {"w": jnp.ones(3)}
+    updates, _ = tx.update({"w": jnp.full(3, 0.5)}, tx.init(params), params)
+    return updates["w"]
+
+
+@pytest.mark.parametrize("name,make,parameter", list(_traced_cases()))
+def test_traced_values_are_accepted(name, make, parameter):
+    """The constructor called inside a trace (what jit and vmap do) with the argument traced,
+    then one update (or the schedule at a step) traced too: nothing is compiled."""
+    kind = _range(name, parameter.name)
+    value = None if kind == "scales" else _valid(name, parameter)
+    if kind == "pair":
+        first = value[0] if value[0] is not None else 1e-3
+
+        def build(a, b):
+            return _use(name, make(**{**_base(name, make), parameter.name: (a, b)}))
+
+        jax.make_jaxpr(build)(jnp.float32(first), jnp.float32(value[1]))
+        return
+    if kind == "scales":
+        jax.make_jaxpr(lambda v: _use(name, make(**_base(name, make), **{parameter.name: {5: v}})))(
+            jnp.float32(0.5)
+        )
+        return
+    dtype = jnp.int32 if kind.startswith("int") else jnp.float32
+
+    def build(v):
+        return _use(name, make(**{**_base(name, make), parameter.name: v}))
+
+    jax.make_jaxpr(build)(jnp.asarray(value, dtype))
+
+
+# torch presets under vmap over the hyperparameters they used to branch on in Python.
+TORCH_SWEEPS = [
+    (torch_compat.SGD, "momentum", [0.0, 0.9], dict(lr=0.1)),
+    (torch_compat.SGD, "dampening", [0.0, 0.5], dict(lr=0.1, momentum=0.9)),
+    (torch_compat.SGD, "weight_decay", [0.0, 0.1], dict(lr=0.1)),
+    (torch_compat.Adagrad, "lr_decay", [0.0, 0.5], dict(lr=0.1)),
+    (torch_compat.RMSprop, "momentum", [0.0, 0.5], dict(lr=0.1)),
+    (torch_compat.Adam, "weight_decay", [0.0, 0.1], dict(lr=0.1)),
+]
+
+
+@pytest.mark.parametrize(
+    "make,argument,values,kwargs",
+    TORCH_SWEEPS,
+    ids=[f"{m.__name__}-{a}" for m, a, _, _ in TORCH_SWEEPS],
+)
+def test_torch_presets_vmap_over_hyperparameters_they_branch_on(make, argument, values, kwargs):
+    params, grads = jnp.array([1.0, -2.0]), [jnp.array([0.5, 0.25]), jnp.array([-1.0, 2.0])]
+
+    def two_steps(value):
+        tx = make(**kwargs, **{argument: value})
+        state, p = tx.init(params), params
+        for g in grads:
+            u, state = tx.update(g, state, p)
+            p = optjax.apply_updates(p, u)
+        return p
+
+    batched = jax.vmap(two_steps)(jnp.array(values, jnp.float32))
+    for value, got in zip(values, batched):
+        np.testing.assert_allclose(got, two_steps(value), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--lr", "1e39"], "learning_rate must be a finite number >= 0 or a schedule, got"),
+        (["--optimizer", "sgd", "--lr", "inf"], "--learning-rate must be finite and >= 0, got inf"),
+        (["--optimizer", "adamw", "--lr", "0.1", "--weight-decay", "inf"], "weight_decay=inf"),
+        (["--optimizer", "sgd", "--lr", "0.1", "--momentum", "nan"], "momentum=nan"),
+        (["--optimizer", "torch.SGD", "--lr", "1e39"], "lr=1e+39"),
+    ],
+    ids=["lr_1e39", "lr_inf", "weight_decay_inf", "momentum_nan", "torch_lr_1e39"],
+)
+def test_cli_refuses_hyperparameters_infinite_in_float32(
+    tmp_path, monkeypatch, capsys, args, message
+):
+    monkeypatch.delenv("OPTJAX_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cli.main([*args, "--no-download"]) == 2
+    stdout, stderr = capsys.readouterr()
+    assert stdout == "" and stderr.count("\n") == 1
+    assert stderr.startswith("python -m optjax.train: error: ")
+    assert message in stderr
+
+
+def test_adafactor_decay_offset_gives_no_nan_at_the_first_steps():
+    params = jnp.ones((4, 3))
+    tx = optjax.adafactor(0.1, min_dim_size_to_factor=2, decay_offset=3)
+    state = tx.init(params)
+    for _ in range(4):
+        updates, state = tx.update(jnp.full((4, 3), 0.5), state, params)
+        assert np.isfinite(np.asarray(updates)).all()
