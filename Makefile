@@ -1,5 +1,6 @@
 # Two commands run everything: `make train` and `make test`. Each builds .venv on first use.
-# CI (.ci/run) runs `make lint typecheck docs test`; `make test-min` checks the lower bounds.
+# CI (.ci/run) runs `make lint`, then `make test` beside `make typecheck` and `make docs`;
+# `make test-min` checks the lower bounds.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -27,7 +28,7 @@ train: venv
 test: venv
 	@log=$$(mktemp); \
 	$(BIN)/python -m pytest -q tests/multidevice > $$log 2>&1 & multi=$$!; \
-	$(BIN)/python -m pytest -q -n auto; main=$$?; \
+	$(BIN)/python -m pytest -q -n auto --dist worksteal; main=$$?; \
 	wait $$multi; status=$$?; \
 	echo "== tests/multidevice (8 simulated devices)"; cat $$log; rm -f $$log; \
 	exit $$(( main || status ))

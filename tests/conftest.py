@@ -24,6 +24,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("filterwarnings", "error")
 
 
+# The tests that run a whole program (a notebook, the command line in processes of its own, a
+# benchmark) take seconds to a minute each: run first, they keep every worker busy until the
+# end instead of leaving one to finish them alone.
+WHOLE_PROGRAMS = ("test_notebooks.py::test_notebook_runs", "test_cli.py::test_cli_on_eight")
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    items.sort(key=lambda item: not any(name in item.nodeid for name in WHOLE_PROGRAMS))
+
+
 @pytest.fixture
 def standard_promotion():
     """Standard dtype promotion for a test that runs optax, which needs it (optax raises 0.9 to
