@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_checkpoint import _bits  # each leaf as (dtype, shape, raw bytes)
 
 from optjax import checkpoint
 
@@ -30,16 +31,6 @@ TREE = {
     "n": 3,
     "w": jnp.arange(6, dtype=jnp.bfloat16),
 }  # leaves in order: key (leaf 0), n (leaf 1), w (leaf 2)
-
-
-def _bits(tree):
-    def one(x):
-        if hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-            x = jax.random.key_data(x)
-        x = np.asarray(x)
-        return str(x.dtype), x.shape, x.tobytes()
-
-    return jax.tree.structure(tree), [one(x) for x in jax.tree.leaves(tree)]
 
 
 # ---------------------------------------------------------------- a save killed at any point
