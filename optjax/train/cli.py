@@ -78,14 +78,9 @@ def optimizer_names() -> list[str]:
     """optjax's optimizers usable by name: the public functions of optjax.optimizers whose first
     argument is the learning rate."""
     names = []
-    for name, fn in vars(optjax_optimizers).items():
-        if (
-            name.startswith("_")
-            or not inspect.isfunction(fn)
-            or fn.__module__ != optjax_optimizers.__name__
-        ):
-            continue
-        params = list(inspect.signature(fn).parameters)
+    for name in optjax_optimizers.__all__:
+        fn = getattr(optjax_optimizers, name)
+        params = list(inspect.signature(fn).parameters) if inspect.isfunction(fn) else []
         if params and params[0] == "learning_rate":
             names.append(name)
     return sorted(names)

@@ -1,4 +1,4 @@
-"""The optimizers: each a chain of primitives, with optax's names, arguments and defaults.
+"""The classic canon: SGD, Adagrad, Adadelta, RMSprop, the Adam family, Lion and Adafactor.
 
 The update rule of each lives on its primitives (see optjax.transforms); the docstring here says
 what is chained. Where optax's behaviour is a trap, optjax is right instead (documented inline).
