@@ -141,14 +141,14 @@ def test_second_jitted_step_does_not_recompile(name):
 
 @pytest.mark.parametrize("name", ROWS)
 def test_vmap_over_learning_rates_matches_separate_runs(name):
-    rates = jnp.array([1e-3, 1e-2, 3e-2])
+    rates = [1e-3, 3e-2]
     make = ROWS[name].make
     run = lambda lr: _minimise(make(lr), quadratic, (3.0, 2.0), 5)
-    batched = jax.jit(jax.vmap(run))(rates)
-    for i, lr in enumerate([1e-3, 1e-2, 3e-2]):
+    batched = jax.jit(jax.vmap(run))(jnp.array(rates))
+    for i, lr in enumerate(rates):
         separate = jax.jit(functools.partial(run, lr))()  # lr a Python float, as users pass it
         np.testing.assert_allclose(batched[i], separate, rtol=1e-5, atol=1e-7)
-    assert not np.allclose(batched[0], batched[2])  # the rates did take effect
+    assert not np.allclose(batched[0], batched[1])  # the rates did take effect
 
 
 @pytest.mark.parametrize("name", ROWS)
@@ -161,6 +161,7 @@ def test_grad_through_update(name):
 
     lr, h = 1e-2, 1e-3
     d = jax.jit(jax.grad(loss_after_two_steps))(lr)
-    finite_difference = (loss_after_two_steps(lr + h) - loss_after_two_steps(lr - h)) / (2 * h)
+    loss = jax.jit(loss_after_two_steps)  # one program for both evaluations
+    finite_difference = (loss(lr + h) - loss(lr - h)) / (2 * h)
     assert bool(jnp.isfinite(d))
     np.testing.assert_allclose(d, finite_difference, rtol=2e-2, atol=1e-3)
