@@ -2,7 +2,8 @@
 
 A schedule takes the step count ``t`` (an int32 array, usually a scalar; it may be traced under
 ``jit`` or batched under ``vmap``, and an array of steps is mapped elementwise) and returns a
-float32 array of the same shape. The arithmetic runs in float32 whatever the dtypes of the
+float32 array of the same shape (float64 when JAX runs with ``jax_enable_x64``: see
+optjax.tree.scalar_dtype). The arithmetic runs in that dtype whatever the dtypes of the
 hyperparameters, and steps before 0 read as step 0.
 
 Hyperparameters are checked when the schedule is built: a bad value raises ValueError naming the
@@ -24,6 +25,7 @@ import numpy as np
 
 from optjax._checks import check_choice, check_finite, check_value, concrete
 from optjax.base import Schedule
+from optjax.tree import scalar_dtype, step_as_float
 
 __all__ = [
     "constant_schedule",
@@ -50,22 +52,24 @@ _F32_EPS = float(np.finfo(np.float32).eps)
 
 
 def _f32(x) -> jax.Array:
-    return jnp.asarray(x, jnp.float32)
+    """``x`` as a schedule's number: float32 (float64 under ``jax_enable_x64``)."""
+    return jnp.asarray(x, scalar_dtype())
 
 
 def _step(count) -> jax.Array:
-    """The step count as float32 (exact below 2**24), steps before 0 read as 0."""
-    return jnp.maximum(jnp.asarray(count).astype(jnp.float32), 0.0)
+    """The step count as a schedule's number (float32 is exact below 2**24), steps before 0
+    read as 0."""
+    return jnp.maximum(step_as_float(count), 0.0)
 
 
 def _div(a, b):
-    """``a / b``: in float64 where both are known now (as Python would), else in float32."""
+    """``a / b``: in float64 where both are known now (as Python would), else as `_f32`."""
     ka, kb = concrete(a), concrete(b)
     return ka / kb if ka is not None and kb is not None else _f32(a) / _f32(b)
 
 
 def _mul(a, b):
-    """``a * b``: in float64 where both are known now (as Python would), else in float32."""
+    """``a * b``: in float64 where both are known now (as Python would), else as `_f32`."""
     ka, kb = concrete(a), concrete(b)
     return ka * kb if ka is not None and kb is not None else _f32(a) * _f32(b)
 
@@ -147,7 +151,7 @@ def constant_schedule(value: float | jax.Array) -> Schedule:
         Array(0.5, dtype=float32)
     """
     check_finite("value", value)
-    return lambda count: jnp.full(jnp.shape(count), value, jnp.float32)
+    return lambda count: jnp.full(jnp.shape(count), value, scalar_dtype())
 
 
 def polynomial_schedule(
@@ -309,11 +313,11 @@ def piecewise_constant_schedule(
     """
     check_finite("init_value", init_value)
     steps, scales = _steps_and_scales(boundaries_and_scales)
-    bounds = np.array(steps, np.float32)
+    bounds = np.array(steps, np.float64)
 
     def schedule(count):
         t = _step(count)
-        passed = t[..., None] >= bounds
+        passed = t[..., None] >= _f32(bounds)
         factor = jnp.prod(jnp.where(passed, _f32(scales), 1.0), axis=-1)
         return _f32(init_value) * factor
 

@@ -1,8 +1,8 @@
 """The few pytree helpers that transforms share: moments, bias correction, norms, casting.
 
-Numerics: decays, bias corrections and learning rates are applied in float32 at least, and each
-result is rounded once to the dtype of the tree it is stored in, so a bf16 parameter never turns a
-hyperparameter like b2 = 0.999 into 1.0.
+Numerics: decays, bias corrections and learning rates are applied in float32 at least (float64
+under ``jax_enable_x64``: `scalar_dtype`), and each result is rounded once to the dtype of the
+tree it is stored in, so a bf16 parameter never turns a hyperparameter like b2 = 0.999 into 1.0.
 
 Per-leaf math: the helpers that reduce or broadcast over each leaf (`leaf_sum`, `leaf_mean`,
 `map_with_leaf_values`, `where_leaves`) and over the whole tree (`sum_of_squares`, `global_norm`)
@@ -45,8 +45,10 @@ __all__ = [
     "map_with_leaf_values",
     "one_minus_power",
     "safe_increment",
+    "scalar_dtype",
     "scale",
     "set_by_name",
+    "step_as_float",
     "sum_of_squares",
     "unzip",
     "where_leaves",
@@ -236,22 +238,36 @@ def accumulate(new, old, order: int = 2):
     return map_like(step, new, old, names=("updates", "state"))
 
 
+def scalar_dtype() -> jnp.dtype:
+    """The dtype step-dependent scalars are formed in (bias corrections, decay rates, schedule
+    values, step counts as numbers): float32, or float64 when JAX runs with ``jax_enable_x64``,
+    so that float64 parameters get steps accurate to float64."""
+    return jnp.dtype(jax.dtypes.canonicalize_dtype(jnp.float64))
+
+
+def step_as_float(count) -> jax.Array:
+    """The int32 step count as a `scalar_dtype` number (so ``t + 1`` cannot wrap at the largest
+    int32)."""
+    return jnp.asarray(count).astype(scalar_dtype())
+
+
 def log_decay(decay) -> jax.Array | float:
     """``log(decay)``: in double precision on the host for a Python number (float32 cannot hold
-    0.999 closely enough: its 1 - b2 is off by 1e-5), in float32 for an array or tracer."""
+    0.999 closely enough: its 1 - b2 is off by 1e-5), in `scalar_dtype` for an array or tracer."""
     if isinstance(decay, (int, float)):
         return math.log(decay) if decay > 0 else -math.inf
-    return jnp.log(jnp.asarray(decay, jnp.float32))
+    return jnp.log(jnp.asarray(decay, scalar_dtype()))
 
 
 def one_minus_power(decay, count) -> jax.Array:
-    """``1 - decay**count`` for count >= 1, as ``-expm1(count log decay)`` in float32: accurate
-    to float32 precision even for decay near 1, where the direct form loses 4 digits."""
-    return -jnp.expm1(count.astype(jnp.float32) * log_decay(decay))
+    """``1 - decay**count`` for count >= 1, as ``-expm1(count log decay)`` in `scalar_dtype`:
+    accurate to its precision even for decay near 1, where the direct form loses 4 digits."""
+    return -jnp.expm1(step_as_float(count) * log_decay(decay))
 
 
 def bias_correction(moment, decay, count):
-    """``moment / (1 - decay**count)``, the correction formed in float32 even for bf16 moments."""
+    """``moment / (1 - decay**count)``, the correction formed in `scalar_dtype` (float32 at least,
+    even for bf16 moments)."""
     correction = one_minus_power(decay, count)
     return jax.tree.map(
         lambda t: (

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from optjax import tree
 from optjax._checks import (
     check_integer,
     check_nonnegative,
@@ -315,7 +316,7 @@ def lion(
 
 def adafactor_relative_step(count):
     """Adafactor's relative step size ``rho_t = min(1e-2, 1 / sqrt(t))`` at zero-based step."""
-    return jnp.minimum(1e-2, 1.0 / jnp.sqrt((count + 1).astype(jnp.float32)))
+    return jnp.minimum(1e-2, 1.0 / jnp.sqrt(tree.step_as_float(count) + 1))  # no int32 wrap
 
 
 def adafactor(

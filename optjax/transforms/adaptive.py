@@ -575,7 +575,7 @@ def _radam_rho(b2, count):
     """
     log_b2 = tree.log_decay(b2)
     offset = (1.0 + b2) / (1.0 - b2) + 2.0 / log_b2
-    x = -count.astype(jnp.float32) * log_b2
+    x = -tree.step_as_float(count) * log_b2
     series = x / 2 - x**2 / 12 + x**4 / 720 - x**6 / 30240
     direct = 1 - x / jnp.expm1(jnp.where(x < 0.1, 1.0, x))
     return offset - (2.0 / log_b2) * jnp.where(x < 0.1, series, direct)

@@ -43,12 +43,13 @@ def factored_dims(shape, factored: bool, min_dim_size_to_factor: int):
 
 def decay_rate_pow(step, exponent: float = 0.8):
     """Adafactor's second-moment decay ``1 - (t + 1)^(-exponent)`` at zero-based step t."""
-    return 1.0 - (step.astype(jnp.float32) + 1) ** (-exponent)  # no int32 wrap at the last step
+    return 1.0 - (tree.step_as_float(step) + 1) ** (-exponent)  # no int32 wrap at the last step
 
 
 def _moments(g, r, c, v, decay, dims, epsilon):
     """One leaf's new statistics, in the compute dtype: ``(R_t, C_t, None)`` for a factored leaf
     (dims = (d_col, d_row): R is the mean over d_row, C over d_col), ``(r, c, V_t)`` otherwise."""
+    decay = jnp.asarray(decay).astype(tree.compute_dtype(g.dtype))  # float64 under x64
     if dims is None:
         return r, c, decay * tree.wide(v) + (1 - decay) * (tree.abs_square(g) + epsilon)
     d_col, d_row = dims

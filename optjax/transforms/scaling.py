@@ -57,7 +57,7 @@ def scale_by_schedule(step_size_fn) -> GradientTransformation:
 
     def update(updates, state, params=None):
         del params
-        step_size = jnp.asarray(step_size_fn(state.count), jnp.float32)
+        step_size = jnp.asarray(step_size_fn(state.count), tree.scalar_dtype())
         return tree.scale(updates, step_size), ScaleByScheduleState(
             tree.safe_increment(state.count)
         )

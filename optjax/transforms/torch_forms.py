@@ -28,15 +28,16 @@ __all__ = [
 
 class ScaleByNadamState(NamedTuple):
     count: StepCount  # int32 scalar: steps taken so far
-    mu_product: jax.Array  # float32 scalar: prod_{i<=t} mu_i
+    mu_product: jax.Array  # float32 scalar (float64 under x64): prod_{i<=t} mu_i
     mu: Updates  # first moment m_t
     nu: Updates  # second moment v_t
 
 
 def nadam_momentum(b1: float, momentum_decay: float, count: jax.Array) -> jax.Array:
-    """NAdam's momentum schedule ``mu_t = b1 (1 - 0.5 * 0.96^(t momentum_decay))`` in float32."""
-    exponent = count.astype(jnp.float32) * momentum_decay
-    return b1 * (1.0 - 0.5 * jnp.power(jnp.float32(0.96), exponent))
+    """NAdam's momentum schedule ``mu_t = b1 (1 - 0.5 * 0.96^(t momentum_decay))`` in
+    `optjax.tree.scalar_dtype` (float32, as torch forms it, or float64 under x64)."""
+    exponent = tree.step_as_float(count) * momentum_decay
+    return b1 * (1.0 - 0.5 * jnp.power(jnp.asarray(0.96, exponent.dtype), exponent))
 
 
 @flat_ready
@@ -73,7 +74,7 @@ def scale_by_nadam(
     def init(params):  # v in float32 for bf16 and fp16 params (see scale_by_adam)
         return ScaleByNadamState(
             jnp.zeros([], jnp.int32),
-            jnp.ones([], jnp.float32),
+            jnp.ones([], tree.scalar_dtype()),
             tree.zeros_like(params),
             tree.wide_zeros_like(params),
         )
@@ -91,8 +92,10 @@ def scale_by_nadam(
         nu = tree.ema(updates, state.nu, b2, order=2)
 
         def step(g, m, v):
-            denom = jnp.sqrt(tree.wide(v) / c2) + eps
-            return ((grad_coef * tree.wide(g) + mom_coef * tree.wide(m)) / denom).astype(g.dtype)
+            g_w, dtype = tree.wide(g), tree.compute_dtype(g.dtype)
+            denom = jnp.sqrt(tree.wide(v) / c2.astype(dtype)) + eps
+            update = grad_coef.astype(dtype) * g_w + mom_coef.astype(dtype) * tree.wide(m)
+            return (update / denom).astype(g.dtype)
 
         updates = tree.map_like(step, updates, mu, nu, names=("updates", "mu", "nu"))
         return updates, ScaleByNadamState(count, mu_product, mu, nu)
@@ -153,11 +156,12 @@ def scale_by_factored_rms_torch(
     def update(updates, state, params=None):
         del params
         count = tree.safe_increment(state.count)
-        weight = count.astype(jnp.float32) ** beta2_decay  # 1 - beta2_t
+        step_weight = tree.step_as_float(count) ** beta2_decay  # 1 - beta2_t
 
         def leaf(g, r, c, v):
             floor = float(jnp.finfo(g.dtype).eps) if eps is None else eps
             g_w = tree.wide(g)
+            weight = step_weight.astype(g_w.dtype)
             g2 = jnp.square(g_w)
             if g.ndim < 2:
                 v_new = tree.wide(v) + weight * (g2 - tree.wide(v))
