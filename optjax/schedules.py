@@ -51,7 +51,7 @@ _F32_EPS = float(np.finfo(np.float32).eps)
 # --- helpers -------------------------------------------------------------------------------------
 
 
-def _f32(x) -> jax.Array:
+def _scalar(x) -> jax.Array:
     """``x`` as a schedule's number: float32 (float64 under ``jax_enable_x64``)."""
     return jnp.asarray(x, scalar_dtype())
 
@@ -63,15 +63,15 @@ def _step(count) -> jax.Array:
 
 
 def _div(a, b):
-    """``a / b``: in float64 where both are known now (as Python would), else as `_f32`."""
+    """``a / b``: in float64 where both are known now (as Python would), else as `_scalar`."""
     ka, kb = concrete(a), concrete(b)
-    return ka / kb if ka is not None and kb is not None else _f32(a) / _f32(b)
+    return ka / kb if ka is not None and kb is not None else _scalar(a) / _scalar(b)
 
 
 def _mul(a, b):
-    """``a * b``: in float64 where both are known now (as Python would), else as `_f32`."""
+    """``a * b``: in float64 where both are known now (as Python would), else as `_scalar`."""
     ka, kb = concrete(a), concrete(b)
-    return ka * kb if ka is not None and kb is not None else _f32(a) * _f32(b)
+    return ka * kb if ka is not None and kb is not None else _scalar(a) * _scalar(b)
 
 
 def _check_finite_nonnegative(name: str, value) -> None:  # durations, step counts, scales
@@ -114,7 +114,9 @@ def _warmup_then(init_value, peak_value, warmup_steps, decay: Schedule) -> Sched
     ``decay`` counted from the end of the warmup."""
     warmup = linear_schedule(init_value, peak_value, warmup_steps)
     return lambda count: jnp.where(
-        _step(count) < _f32(warmup_steps), warmup(count), decay(_step(count) - _f32(warmup_steps))
+        _step(count) < _scalar(warmup_steps),
+        warmup(count),
+        decay(_step(count) - _scalar(warmup_steps)),
     )
 
 
@@ -127,15 +129,15 @@ def _half_cosine(remaining, total) -> jax.Array:
 def _blend(a, b, w, w_b=None) -> jax.Array:
     """``w a + (1 - w) b``, exact at both ends (``w_b``, when given, is ``1 - w`` computed
     without cancellation)."""
-    return _f32(a) * w + _f32(b) * (1.0 - w if w_b is None else w_b)
+    return _scalar(a) * w + _scalar(b) * (1.0 - w if w_b is None else w_b)
 
 
 def _progress(t, begin, steps) -> tuple[jax.Array, jax.Array]:
     """``(f, 1 - f)`` for ``f = clip((t - begin) / steps, 0, 1)``, the fraction of a transition
     done at step t (``f = 0`` throughout when ``steps == 0``). Both come from differences of
     counts, so they are exact at the ends and keep their relative precision."""
-    steps = _f32(steps)
-    done = jnp.clip(t - _f32(begin), 0.0, steps)
+    steps = _scalar(steps)
+    done = jnp.clip(t - _scalar(begin), 0.0, steps)
     span = jnp.where(steps > 0, steps, 1.0)
     return done / span, (steps - done) / span + jnp.where(steps > 0, 0.0, 1.0)
 
@@ -182,7 +184,7 @@ def polynomial_schedule(
 
     def schedule(count):
         _, remaining = _progress(_step(count), transition_begin, transition_steps)
-        return _blend(init_value, end_value, remaining ** _f32(power))
+        return _blend(init_value, end_value, remaining ** _scalar(power))
 
     return schedule
 
@@ -280,17 +282,17 @@ def exponential_decay(
 
     def schedule(count):
         t = _step(count)
-        steps = _f32(transition_steps)
-        elapsed = jnp.maximum(t - _f32(transition_begin), 0.0)
+        steps = _scalar(transition_steps)
+        elapsed = jnp.maximum(t - _scalar(transition_begin), 0.0)
         p = jnp.where(steps > 0, elapsed / jnp.where(steps > 0, steps, 1.0), 0.0)
         if staircase:
             p = jnp.floor(p)
-        log_r = _f32(log_rate) if log_rate is not None else jnp.log(_f32(decay_rate))
-        init = _f32(init_value)
-        value = init * (jnp.power(_f32(decay_rate), p) if use_pow else jnp.exp(p * log_r))
+        log_r = _scalar(log_rate) if log_rate is not None else jnp.log(_scalar(decay_rate))
+        init = _scalar(init_value)
+        value = init * (jnp.power(_scalar(decay_rate), p) if use_pow else jnp.exp(p * log_r))
         if end_value is None:
             return value
-        end = _f32(end_value)
+        end = _scalar(end_value)
         direction = jnp.sign(init) * jnp.sign(log_r)  # -1 decreasing, +1 increasing, 0 constant
         clipped = jnp.where(direction < 0, jnp.maximum(value, end), jnp.minimum(value, end))
         return jnp.where(direction == 0, value, clipped)
@@ -317,9 +319,9 @@ def piecewise_constant_schedule(
 
     def schedule(count):
         t = _step(count)
-        passed = t[..., None] >= _f32(bounds)
-        factor = jnp.prod(jnp.where(passed, _f32(scales), 1.0), axis=-1)
-        return _f32(init_value) * factor
+        passed = t[..., None] >= _scalar(bounds)
+        factor = jnp.prod(jnp.where(passed, _scalar(scales), 1.0), axis=-1)
+        return _scalar(init_value) * factor
 
     return schedule
 
@@ -331,9 +333,9 @@ def _cosine_to(init_value, end_value, decay_steps, exponent) -> Schedule:
     """``c^exponent I + (1 - c^exponent) E`` with ``c = (1 + cos(pi min(t, D) / D)) / 2``."""
 
     def schedule(count):
-        steps = _f32(decay_steps)
+        steps = _scalar(decay_steps)
         remaining = steps - jnp.minimum(_step(count), steps)
-        return _blend(init_value, end_value, _half_cosine(remaining, steps) ** _f32(exponent))
+        return _blend(init_value, end_value, _half_cosine(remaining, steps) ** _scalar(exponent))
 
     return schedule
 
@@ -362,7 +364,7 @@ def cosine_decay_schedule(
     check_value("alpha", alpha, lambda x: (x >= 0) & (x <= 1), "in [0, 1]")
     _check_finite_positive("exponent", exponent)
     cosine = _cosine_to(1.0, alpha, decay_steps, exponent)
-    return lambda count: _f32(init_value) * cosine(count)
+    return lambda count: _scalar(init_value) * cosine(count)
 
 
 def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> Schedule:
@@ -393,9 +395,9 @@ def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> 
 
     def schedule(count):
         count = jnp.asarray(count)
-        value = _f32(schedules[0](count))
+        value = _scalar(schedules[0](count))
         for boundary, later in zip(boundaries, schedules[1:]):
-            value = jnp.where(count < boundary, value, _f32(later(count - boundary)))
+            value = jnp.where(count < boundary, value, _scalar(later(count - boundary)))
         return value
 
     return schedule
@@ -519,11 +521,11 @@ def cosine_decay_with_warm_restarts(
     log_known = None if known is None else np.log(known)
 
     def schedule(count):
-        t, period, tm = _step(count), _f32(first_period), _f32(t_mul)
-        growth = tm - 1.0 if known is None else _f32(known - 1.0)  # t_mul - 1
+        t, period, tm = _step(count), _scalar(first_period), _scalar(t_mul)
+        growth = tm - 1.0 if known is None else _scalar(known - 1.0)  # t_mul - 1
         geometric = growth > 0
         growth = jnp.where(geometric, growth, 1.0)
-        log_tm = jnp.where(geometric, jnp.log(tm) if known is None else _f32(log_known), 1.0)
+        log_tm = jnp.where(geometric, jnp.log(tm) if known is None else _scalar(log_known), 1.0)
 
         def power(i):  # (t_mul^i, t_mul^i - 1)
             if use_pow:
@@ -543,8 +545,8 @@ def cosine_decay_with_warm_restarts(
         i = jnp.maximum(i, 0.0)
         length = period * jnp.where(geometric, power(i)[0], 1.0)
         remaining = jnp.clip(start(i + 1.0) - t, 0.0, length)
-        cosine = (1.0 - _f32(alpha)) * _half_cosine(remaining, length) + _f32(alpha)
-        return _f32(init_value) * jnp.power(_f32(m_mul), i) * cosine
+        cosine = (1.0 - _scalar(alpha)) * _half_cosine(remaining, length) + _scalar(alpha)
+        return _scalar(init_value) * jnp.power(_scalar(m_mul), i) * cosine
 
     return schedule
 
@@ -585,7 +587,7 @@ def _interpolate(kind: str, bounds: Sequence, values: Sequence) -> Schedule:
 
     def schedule(count):
         t = _step(count)
-        b, v = jnp.stack([_f32(x) for x in bounds]), jnp.stack([_f32(x) for x in values])
+        b, v = jnp.stack([_scalar(x) for x in bounds]), jnp.stack([_scalar(x) for x in values])
         last = len(bounds) - 1
         k = jnp.sum(t[..., None] >= b[1:], axis=-1)  # the segment t lies in: b[k] <= t < b[k+1]
         k_next = jnp.minimum(k + 1, last)
@@ -630,7 +632,7 @@ def _onecycle_bound(pct, steps):
     p, s = concrete(pct), concrete(steps)
     if p is not None and s is not None:
         return math.floor(float(p) * float(s))
-    return jnp.floor(_f32(pct) * _f32(steps))
+    return jnp.floor(_scalar(pct) * _scalar(steps))
 
 
 def _check_onecycle(transition_steps, peak_value, pct_start, div_factor, final_div_factor):
