@@ -41,7 +41,10 @@ def exponential_spec(t, init, steps, rate, begin=0, staircase=False, end=None):
     p = max(t - begin, 0) / steps
     if staircase:
         p = math.floor(p)
-    value = init * rate**p
+    try:
+        value = init * rate**p
+    except OverflowError:  # past float64's range, where only a cap (end) gives a number
+        value = math.copysign(math.inf, init)
     if end is None or rate == 1 or init == 0:
         return value
     decreasing = (init > 0) == (rate < 1)
