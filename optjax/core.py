@@ -60,6 +60,13 @@ def _numbers_as_arrays(tree_):
     return treedef.unflatten([_number_as_array(x) for x in leaves])
 
 
+_INTEGERS = (
+    "Leave integer and bool leaves out of the optimized tree, or take gradients with "
+    "jax.grad(..., allow_int=True) and send their float0 gradients to set_to_zero() with "
+    "multi_transform: apply_updates leaves them as they are"
+)
+
+
 class _ExpectedState:
     """What a chain's ``init`` gives for parameters of each shape and dtype: found by tracing
     (``jax.eval_shape``), once per kind of parameters, and checked against the state an
@@ -74,6 +81,13 @@ class _ExpectedState:
         like = updates if params is None else params  # init reads shapes and dtypes only
         if params is not None:
             tree.check_same_shapes(updates, params, "updates", "params")
+        for path, g in jax.tree_util.tree_flatten_with_path(updates)[0]:
+            if not jnp.issubdtype(jnp.result_type(g), jnp.inexact):
+                raise ValueError(
+                    f"{self.who}: updates{jax.tree_util.keystr(path)} is "
+                    f"{jnp.result_type(g)}: optimizers compute in floating point, so an integer "
+                    f"or bool gradient would be rounded into the state and the step. {_INTEGERS}"
+                )
         leaves, treedef = jax.tree.flatten(like)
         key = (treedef, tuple((jnp.shape(x), jnp.result_type(x)) for x in leaves))
         if key not in self.seen:
@@ -215,7 +229,10 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     """Return ``params + updates``, each leaf keeping its parameter's dtype.
 
     The sum is formed in the wider of the two dtypes and rounded once to the parameter's dtype.
-    Leaves that are None in ``updates`` leave their parameter as it is. Python numbers are
+    Leaves that are None in ``updates`` leave their parameter as it is. An integer or bool
+    parameter with a floating update is refused (ValueError naming it): the step would be
+    truncated every time. A float0 update (the gradient of an integer leaf) leaves its parameter
+    as it is. Python numbers are
     accepted as leaves of either tree, as arrays of their default dtype (float32 for a float).
 
     Example:
@@ -224,11 +241,19 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     """
     tree.check_same_shapes(params, updates, "params", "updates")
 
-    def add(p, u):
+    def add(path, p, u):
         if u is None:
             return p
         p, u = jnp.asarray(_number_as_array(p)), _number_as_array(u)
-        wide = tree.compute_dtype(p.dtype, u.dtype)
+        u_dtype = jnp.result_type(u)
+        if u_dtype == jax.dtypes.float0:  # the tangent of an integer: no step
+            return p
+        if not jnp.issubdtype(p.dtype, jnp.inexact) and jnp.issubdtype(u_dtype, jnp.inexact):
+            raise ValueError(
+                f"apply_updates: params{jax.tree_util.keystr(path)} is {p.dtype} and its update "
+                f"is {u_dtype}: the step would be truncated to an integer every time. {_INTEGERS}"
+            )
+        wide = tree.compute_dtype(p.dtype, u_dtype)
         return (p.astype(wide) + u.astype(wide)).astype(p.dtype)
 
-    return jax.tree.map(add, params, updates, is_leaf=lambda x: x is None)
+    return jax.tree_util.tree_map_with_path(add, params, updates, is_leaf=lambda x: x is None)

@@ -38,6 +38,7 @@ __all__ = [
     "get_all_by_name",
     "get_by_name",
     "global_norm",
+    "global_norm_factors",
     "leaf_mean",
     "leaf_sum",
     "log_decay",
@@ -306,9 +307,43 @@ def sum_of_squares(tree) -> jax.Array:
     return sum((p.astype(dtype) for p in parts[1:]), parts[0].astype(dtype))
 
 
+def _max_abs(tree) -> jax.Array:
+    """``max |x|`` over every element (the flat layout's padding is zero: it changes nothing)."""
+    leaves = tree.buffers if isinstance(tree, FlatBuffers) else jax.tree.leaves(tree)
+    maxima = [jnp.max(jnp.abs(wide(x)), initial=0.0) for x in leaves if x is not None]
+    if not maxima:
+        return jnp.zeros([], jnp.float32)
+    dtype = compute_dtype(*(m.dtype for m in maxima))
+    return jnp.max(jnp.stack([m.astype(dtype) for m in maxima]))
+
+
+def global_norm_factors(tree) -> tuple[jax.Array, jax.Array]:
+    """``(m, r)`` with ``m r`` the global norm of ``tree``: m = 1 and r the norm, unless the
+    squares overflow (float32 above ~1.8e19); then m is the largest |x| and r the norm of
+    ``tree / m`` (a second pass, only then). ``max_norm / m / r`` is finite even where the norm
+    itself is past the dtype's range."""
+    norm = jnp.sqrt(sum_of_squares(tree))
+
+    def rescaled():
+        m = _max_abs(tree).astype(norm.dtype)
+        safe = jnp.where(jnp.isfinite(m) & (m > 0), m, 1.0)
+        scaled = jax.tree.map(lambda x: wide(x) / safe.astype(compute_dtype(x.dtype)), tree)
+        r = jnp.sqrt(sum_of_squares(scaled)).astype(norm.dtype)
+        return jnp.where(jnp.isfinite(m), safe, m), r
+
+    return jax.lax.cond(jnp.isinf(norm), rescaled, lambda: (jnp.ones_like(norm), norm))
+
+
 def global_norm(tree) -> jax.Array:
-    """The l2 norm of all leaves taken together, ``sqrt(sum_i ||x_i||^2)``."""
-    return jnp.sqrt(sum_of_squares(tree))
+    """The l2 norm of all leaves taken together, ``sqrt(sum_i ||x_i||^2)``, finite for a finite
+    tree whose norm is in range (squares that overflow are rescaled: `global_norm_factors`).
+
+    Example:
+        >>> optjax.tree.global_norm({"a": jnp.array([3e30]), "b": jnp.array([4e30])})
+        Array(5.e+30, dtype=float32)
+    """
+    m, r = global_norm_factors(tree)
+    return m * r
 
 
 def leaf_sum(f, tree, *rest):

@@ -40,7 +40,8 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
         u_t = g_t                   if n_t <= max_norm
         u_t = g_t max_norm / n_t    otherwise
 
-    A zero gradient with max_norm = 0 stays zero (no 0/0).
+    A zero gradient with max_norm = 0 stays zero (no 0/0). Gradients whose squares overflow
+    (float32 above ~1.8e19) are clipped right too: the norm is then taken rescaled.
 
     Example:
         >>> tx = optjax.clip_by_global_norm(1.0)
@@ -54,10 +55,17 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
 
     def clipped(updates, params):
         del params
-        norm = tree.global_norm(updates)
-        keep = norm <= max_norm
-        factor = jnp.where(keep, 1.0, max_norm / jnp.where(keep, 1.0, norm))
-        return tree.scale(updates, factor)
+        m, r = tree.global_norm_factors(updates)  # the norm is m r; m > 1 only past float32
+        keep = m * r <= max_norm
+        # g max_norm / (m r) as (g / m) (max_norm / r): 1 / (m r) can be subnormal (flushed).
+        divisor = jnp.where(keep, 1.0, m)
+        factor = jnp.where(keep, 1.0, max_norm / jnp.where(keep, 1.0, r))
+
+        def clip_leaf(g):
+            dtype = tree.compute_dtype(g.dtype)
+            return (tree.wide(g) / divisor.astype(dtype) * factor.astype(dtype)).astype(g.dtype)
+
+        return jax.tree.map(clip_leaf, updates)
 
     return stateless(clipped)
 
