@@ -7,7 +7,9 @@ precision; tests/golden holds trajectories recorded from torch (tests/golden/rec
 that prove it. Each is a chain of optjax primitives, the learning rate applied last, so ``lr``
 may also be a schedule ``step -> lr`` (step counts from 0, like a torch LambdaLR stepped after
 each optimizer step). Invalid arguments raise ValueError naming the argument, the value and the
-range allowed.
+range allowed. Complex parameters are refused at ``init``, naming the leaf: torch.optim steps a
+complex tensor as a pair of real ones, which these presets do not reproduce; optjax's optimizer
+of the same name steps them as optax does.
 
 Example:
     >>> tx = optjax.torch_compat.SGD(lr=0.1, momentum=0.9)
@@ -53,7 +55,11 @@ from optjax.transforms.factored import scale_by_param_block_rms
 from optjax.transforms.momentum import trace
 from optjax.transforms.regularization import add_decayed_weights
 from optjax.transforms.scaling import scale, scale_by_learning_rate, scale_by_schedule
-from optjax.transforms.torch_forms import scale_by_factored_rms_torch, scale_by_nadam
+from optjax.transforms.torch_forms import (
+    check_real_params,
+    scale_by_factored_rms_torch,
+    scale_by_nadam,
+)
 
 __all__ = [
     "SGD",
@@ -89,6 +95,18 @@ def _check_common(lr, eps, weight_decay) -> None:
 
 
 # The pieces every preset shares.
+
+
+def _preset(name: str, tx: GradientTransformation) -> GradientTransformation:
+    """torch.optim's ``name`` as ``tx``, whose ``init`` first refuses complex leaves
+    (`check_real_params`). The update is tx's own, so the preset runs on flat buffers if tx
+    does."""
+
+    def init(params):
+        check_real_params(params, name)
+        return tx.init(params)
+
+    return GradientTransformation(init, tx.update)
 
 
 def _maximize(maximize: bool) -> GradientTransformation:
@@ -153,14 +171,17 @@ def SGD(
             f"momentum={momentum!r}, dampening={dampening!r}"
         )
     dampen = not (is_zero(momentum) or is_zero(dampening))
-    return chain(
-        _maximize(maximize),
-        _l2(weight_decay),
-        scale_by_schedule(lambda count: jnp.where(count == 0, 1.0, 1.0 - dampening))
-        if dampen
-        else identity(),
-        identity() if is_zero(momentum) else trace(momentum, nesterov),
-        scale_by_learning_rate(lr),
+    return _preset(
+        "SGD",
+        chain(
+            _maximize(maximize),
+            _l2(weight_decay),
+            scale_by_schedule(lambda count: jnp.where(count == 0, 1.0, 1.0 - dampening))
+            if dampen
+            else identity(),
+            identity() if is_zero(momentum) else trace(momentum, nesterov),
+            scale_by_learning_rate(lr),
+        ),
     )
 
 
@@ -189,7 +210,9 @@ def Adam(
     moments = (
         scale_by_amsgrad(b1, b2, eps, max_of_raw_nu=True) if amsgrad else scale_by_adam(b1, b2, eps)
     )
-    return chain(_maximize(maximize), before, moments, after, scale_by_learning_rate(lr))
+    return _preset(
+        "Adam", chain(_maximize(maximize), before, moments, after, scale_by_learning_rate(lr))
+    )
 
 
 def AdamW(
@@ -209,8 +232,9 @@ def AdamW(
         >>> tx.update(jnp.array([3.0]), tx.init(p), p)[0]   # -lr (sign(g) + wd p)
         Array([-0.2], dtype=float32)
     """
-    return Adam(
-        lr, betas, eps, weight_decay, amsgrad, maximize=maximize, decoupled_weight_decay=True
+    return _preset(
+        "AdamW",
+        Adam(lr, betas, eps, weight_decay, amsgrad, maximize=maximize, decoupled_weight_decay=True),
     )
 
 
@@ -237,12 +261,15 @@ def NAdam(
     _check_common(lr, eps, weight_decay)
     check_nonnegative("momentum_decay", momentum_decay)
     before, after = _weight_decay(weight_decay, decoupled_weight_decay)
-    return chain(
-        _maximize(maximize),
-        before,
-        scale_by_nadam(b1, b2, eps, momentum_decay),
-        after,
-        scale_by_learning_rate(lr),
+    return _preset(
+        "NAdam",
+        chain(
+            _maximize(maximize),
+            before,
+            scale_by_nadam(b1, b2, eps, momentum_decay),
+            after,
+            scale_by_learning_rate(lr),
+        ),
     )
 
 
@@ -268,12 +295,15 @@ def RAdam(
     b1, b2 = _check_betas(betas)
     _check_common(lr, eps, weight_decay)
     before, after = _weight_decay(weight_decay, decoupled_weight_decay)
-    return chain(
-        _maximize(maximize),
-        before,
-        scale_by_radam(b1, b2, eps, threshold=5.0, eps_on_raw_nu=True),
-        after,
-        scale_by_learning_rate(lr),
+    return _preset(
+        "RAdam",
+        chain(
+            _maximize(maximize),
+            before,
+            scale_by_radam(b1, b2, eps, threshold=5.0, eps_on_raw_nu=True),
+            after,
+            scale_by_learning_rate(lr),
+        ),
     )
 
 
@@ -302,11 +332,14 @@ def Adagrad(
         if not is_zero(lr_decay)
         else lr
     )
-    return chain(
-        _maximize(maximize),
-        _l2(weight_decay),
-        scale_by_rss(initial_accumulator_value, eps, eps_in_sqrt=False),
-        scale_by_learning_rate(step_size),
+    return _preset(
+        "Adagrad",
+        chain(
+            _maximize(maximize),
+            _l2(weight_decay),
+            scale_by_rss(initial_accumulator_value, eps, eps_in_sqrt=False),
+            scale_by_learning_rate(step_size),
+        ),
     )
 
 
@@ -328,11 +361,14 @@ def Adadelta(
     """
     _check_common(lr, eps, weight_decay)
     check_decay("rho", rho)
-    return chain(
-        _maximize(maximize),
-        _l2(weight_decay),
-        scale_by_adadelta(rho, eps),
-        scale_by_learning_rate(lr),
+    return _preset(
+        "Adadelta",
+        chain(
+            _maximize(maximize),
+            _l2(weight_decay),
+            scale_by_adadelta(rho, eps),
+            scale_by_learning_rate(lr),
+        ),
     )
 
 
@@ -354,11 +390,14 @@ def Adamax(
     """
     b1, b2 = _check_betas(betas)
     _check_common(lr, eps, weight_decay)
-    return chain(
-        _maximize(maximize),
-        _l2(weight_decay),
-        scale_by_adamax(b1, b2, eps, eps_in_max=True),
-        scale_by_learning_rate(lr),
+    return _preset(
+        "Adamax",
+        chain(
+            _maximize(maximize),
+            _l2(weight_decay),
+            scale_by_adamax(b1, b2, eps, eps_in_max=True),
+            scale_by_learning_rate(lr),
+        ),
     )
 
 
@@ -386,12 +425,15 @@ def RMSprop(
     check_decay("alpha", alpha)
     check_unit_interval("momentum", momentum)
     scaling = scale_by_stddev if centered else scale_by_rms
-    return chain(
-        _maximize(maximize),
-        _l2(weight_decay),
-        scaling(alpha, eps, 0.0, eps_in_sqrt=False),
-        identity() if is_zero(momentum) else trace(momentum),
-        scale_by_learning_rate(lr),
+    return _preset(
+        "RMSprop",
+        chain(
+            _maximize(maximize),
+            _l2(weight_decay),
+            scaling(alpha, eps, 0.0, eps_in_sqrt=False),
+            identity() if is_zero(momentum) else trace(momentum),
+            scale_by_learning_rate(lr),
+        ),
     )
 
 
@@ -436,12 +478,15 @@ def Adafactor(
         lr_t = lr(count) if callable(lr) else lr
         return jnp.minimum(1.0, 1.0 / (lr_t * jnp.sqrt(t)))
 
-    return chain(
-        _maximize(maximize),
-        scale_by_factored_rms_torch(beta2_decay, eps[0]),
-        clip_by_block_rms(d),
-        scale_by_param_block_rms(eps[1]),
-        scale_by_schedule(relative_step),
-        _l2(weight_decay),
-        scale_by_learning_rate(lr),
+    return _preset(
+        "Adafactor",
+        chain(
+            _maximize(maximize),
+            scale_by_factored_rms_torch(beta2_decay, eps[0]),
+            clip_by_block_rms(d),
+            scale_by_param_block_rms(eps[1]),
+            scale_by_schedule(relative_step),
+            _l2(weight_decay),
+            scale_by_learning_rate(lr),
+        ),
     )

@@ -44,7 +44,12 @@ __all__ = [
     "log_decay",
     "map_like",
     "map_with_leaf_values",
+    "moment_dtype",
+    "moment_zeros_like",
     "one_minus_power",
+    "real_wide_dtype",
+    "real_wide_full_like",
+    "real_wide_zeros_like",
     "safe_increment",
     "scalar_dtype",
     "scale",
@@ -206,6 +211,60 @@ def wide_full_like(tree, value, dtype=None):
     return jax.tree.map(lambda x: jnp.full_like(x, value, wide_dtype(x, dtype)), tree)
 
 
+def moment_dtype(x, dtype=None) -> jnp.dtype:
+    """Where a first moment of ``x`` is kept (a momentum, a moving average of x): ``dtype`` if
+    given, else x's own; for a complex x, a real ``dtype`` means its complex counterpart
+    (complex64 for float32, bf16 and fp16; complex128 for float64), since a momentum of complex
+    gradients is complex (casting it to a real dtype would drop its imaginary part).
+
+    Example:
+        >>> z = jnp.zeros(2, jnp.complex64)
+        >>> optjax.tree.moment_dtype(z, jnp.float32), optjax.tree.moment_dtype(jnp.zeros(2), None)
+        (dtype('complex64'), dtype('float32'))
+    """
+    own = jnp.result_type(x)
+    if dtype is None:
+        return own
+    dtype = jnp.dtype(dtype)
+    if jnp.issubdtype(own, jnp.complexfloating) and jnp.issubdtype(dtype, jnp.floating):
+        return jnp.dtype(jnp.complex128 if dtype.itemsize > 4 else jnp.complex64)
+    return dtype
+
+
+def moment_zeros_like(tree, dtype=None):
+    """Zeros shaped (and sharded) like ``tree``, each in `moment_dtype` of its leaf: the state of
+    a first moment (``dtype`` None: each leaf's own dtype)."""
+    return jax.tree.map(lambda x: jnp.zeros_like(x, moment_dtype(x, dtype)), tree)
+
+
+def real_wide_dtype(x, dtype=None) -> jnp.dtype:
+    """Where a second moment of ``x`` is kept (an average or sum of |x|^2, a maximum of |x|):
+    ``dtype`` if given, else the real counterpart of `wide_dtype` (float32 for bf16, fp16 and
+    complex64 leaves, float64 for complex128 ones): |x|^2 is real, and a complex moment would
+    spend twice the memory on an imaginary part that stays 0.
+
+    Example:
+        >>> z, b = jnp.zeros(2, jnp.complex64), jnp.zeros(2, jnp.bfloat16)
+        >>> optjax.tree.real_wide_dtype(z), optjax.tree.real_wide_dtype(b)
+        (dtype('float32'), dtype('float32'))
+    """
+    wide = wide_dtype(x, dtype)
+    if dtype is None and jnp.issubdtype(wide, jnp.complexfloating):
+        return jnp.dtype(jnp.finfo(wide).dtype)
+    return wide
+
+
+def real_wide_zeros_like(tree, dtype=None):
+    """Zeros shaped (and sharded) like ``tree``, each in `real_wide_dtype` of its leaf: the state
+    of a second moment (``dtype`` None: float32 for bf16, fp16 and complex64 leaves)."""
+    return jax.tree.map(lambda x: jnp.zeros_like(x, real_wide_dtype(x, dtype)), tree)
+
+
+def real_wide_full_like(tree, value, dtype=None):
+    """Arrays filled with ``value``, shaped (and sharded) like ``tree``, in `real_wide_dtype`."""
+    return jax.tree.map(lambda x: jnp.full_like(x, value, real_wide_dtype(x, dtype)), tree)
+
+
 def cast(tree, dtype):
     """Cast every leaf to ``dtype``; None keeps each leaf's dtype."""
     if dtype is None:
@@ -218,23 +277,44 @@ def cast_like(tree, like):
     return map_like(lambda x, y: x.astype(y.dtype), tree, like)
 
 
+def _abs_power(x: jax.Array, order: int, dtype) -> jax.Array:
+    """``|x|**order`` in ``dtype``, formed in its real counterpart: a complex x's parts are cast
+    first and its |x|^2 is re^2 + im^2 (no root to round, and no imaginary part to discard)."""
+    real = jnp.finfo(dtype).dtype
+    if jnp.issubdtype(x.dtype, jnp.complexfloating):
+        square = jnp.square(x.real.astype(real)) + jnp.square(x.imag.astype(real))
+        power = square if order == 2 else jnp.sqrt(square) ** order
+    else:
+        power = jnp.abs(x.astype(real)) ** order
+    return power.astype(dtype)
+
+
 def ema(new, old, decay, order: int = 1):
-    """``decay * old + (1 - decay) * new**order``, in float32 at least, stored in old's dtype."""
+    """``decay * old + (1 - decay) * new**order``, in float32 at least, stored in old's dtype.
+
+    For ``order`` other than 1 the power is of the modulus, |new|^order: real for a complex
+    ``new`` (a second moment, kept in `real_wide_dtype`).
+
+    Example:
+        >>> optjax.tree.ema(jnp.array([3 + 4j], jnp.complex64), jnp.zeros(1), 0.5, order=2)
+        Array([12.5], dtype=float32)
+    """
 
     def step(g, m):
         wide = compute_dtype(m.dtype)
-        g = g.astype(wide) if order == 1 else jnp.abs(g.astype(wide)) ** order
+        g = g.astype(wide) if order == 1 else _abs_power(g, order, wide)
         return (decay * m.astype(wide) + (1 - decay) * g).astype(m.dtype)
 
     return map_like(step, new, old, names=("updates", "state"))
 
 
 def accumulate(new, old, order: int = 2):
-    """``old + new**order``: the running sum of powers (Adagrad's accumulator)."""
+    """``old + |new|**order``: the running sum of powers of the modulus (Adagrad's accumulator),
+    real for a complex ``new``."""
 
     def step(g, s):
         wide = compute_dtype(s.dtype)
-        return (s.astype(wide) + jnp.abs(g.astype(wide)) ** order).astype(s.dtype)
+        return (s.astype(wide) + _abs_power(g, order, wide)).astype(s.dtype)
 
     return map_like(step, new, old, names=("updates", "state"))
 

@@ -9,6 +9,12 @@ b2 = 0.999 would act as 1 (the moment never forgets a large gradient), and in fp
 6e-8 flushes to 0 (the step becomes m / eps). That costs 2 bytes more per parameter per second
 moment than keeping it in bf16 (Adam on bf16 parameters: 6 bytes of state instead of 4); pass
 ``nu_dtype=jnp.bfloat16`` to keep the old, smaller, frozen-b2 state.
+
+Complex parameters are stepped as optax documents: where the papers square g (or take |g|), the
+square is of the modulus, |g|^2 = re(g)^2 + im(g)^2, so second moments are real (float32 for
+complex64 parameters, float64 for complex128) while first moments stay complex (a real
+``mu_dtype`` means its complex counterpart: tree.moment_dtype), and a step turns with the
+gradient's phase. A complex value is divided by a real one cast to its dtype.
 """
 
 from __future__ import annotations
@@ -83,7 +89,8 @@ class ScaleByLionState(NamedTuple):
 
 
 def _div(x, c):
-    """``x / c`` in x's compute dtype, for a float32 scalar correction c."""
+    """``x / c`` in x's compute dtype, for a real c (a correction or a denominator, cast to that
+    dtype: a complex x is divided by a real c without relying on promotion)."""
     x = tree.wide(x)
     return x / jnp.asarray(c).astype(x.dtype)
 
@@ -138,8 +145,8 @@ def scale_by_adam(
     def init(params):
         return ScaleByAdamState(
             jnp.zeros([], jnp.int32),
-            tree.zeros_like(params, mu_dtype),
-            tree.wide_zeros_like(params, nu_dtype),
+            tree.moment_zeros_like(params, mu_dtype),
+            tree.real_wide_zeros_like(params, nu_dtype),
         )
 
     def update(updates, state, params=None):
@@ -151,7 +158,7 @@ def scale_by_adam(
         def ratio(g, m, v):
             m_hat = _first_moment_hat(g, m, b1, count, nesterov)
             v_hat = _div(v, tree.one_minus_power(b2, count))
-            return (m_hat / (jnp.sqrt(v_hat + eps_root) + eps)).astype(g.dtype)
+            return _div(m_hat, jnp.sqrt(v_hat + eps_root) + eps).astype(g.dtype)
 
         updates = tree.map_like(ratio, updates, mu, nu, names=("updates", "mu", "nu"))
         return updates, ScaleByAdamState(count, mu, nu)
@@ -198,9 +205,9 @@ def scale_by_amsgrad(
     def init(params):
         return ScaleByAmsgradState(  # separate buffers for nu and nu_max, so both can be donated
             jnp.zeros([], jnp.int32),
-            tree.zeros_like(params, mu_dtype),
-            tree.wide_zeros_like(params, nu_dtype),
-            tree.wide_zeros_like(params, nu_dtype),
+            tree.moment_zeros_like(params, mu_dtype),
+            tree.real_wide_zeros_like(params, nu_dtype),
+            tree.real_wide_zeros_like(params, nu_dtype),
         )
 
     def update(updates, state, params=None):
@@ -222,7 +229,7 @@ def scale_by_amsgrad(
 
         def ratio(g, m, v):
             m_hat = _div(m, tree.one_minus_power(b1, count))
-            return (m_hat / (jnp.sqrt(tree.wide(v) + eps_root) + eps)).astype(g.dtype)
+            return _div(m_hat, jnp.sqrt(tree.wide(v) + eps_root) + eps).astype(g.dtype)
 
         updates = tree.map_like(ratio, updates, mu, nu_hat_max, names=("updates", "mu", "nu_max"))
         return updates, ScaleByAmsgradState(count, mu, nu, nu_max)
@@ -264,7 +271,7 @@ def scale_by_adamax(
         return ScaleByAdamState(
             jnp.zeros([], jnp.int32),
             tree.zeros_like(params),
-            tree.wide_zeros_like(params, nu_dtype),
+            tree.real_wide_zeros_like(params, nu_dtype),
         )
 
     def update(updates, state, params=None):
@@ -283,9 +290,8 @@ def scale_by_adamax(
         denom_eps = 0.0 if eps_in_max else eps
 
         def ratio(g, m, v):
-            return (_div(m, tree.one_minus_power(b1, count)) / (tree.wide(v) + denom_eps)).astype(
-                g.dtype
-            )
+            m_hat = _div(m, tree.one_minus_power(b1, count))
+            return _div(m_hat, tree.wide(v) + denom_eps).astype(g.dtype)
 
         updates = tree.map_like(ratio, updates, mu, nu)
         return updates, ScaleByAdamState(count, mu, nu)
@@ -330,7 +336,7 @@ def scale_by_rms(
 
     def init(params):
         return ScaleByRmsState(
-            jnp.zeros([], jnp.int32), tree.wide_full_like(params, initial_scale, nu_dtype)
+            jnp.zeros([], jnp.int32), tree.real_wide_full_like(params, initial_scale, nu_dtype)
         )
 
     def update(updates, state, params=None):
@@ -340,7 +346,7 @@ def scale_by_rms(
         c = tree.one_minus_power(decay, count) if bias_correction else 1.0
 
         def ratio(g, v):
-            return (tree.wide(g) / _rms_denominator(_div(v, c), eps, eps_in_sqrt)).astype(g.dtype)
+            return _div(g, _rms_denominator(_div(v, c), eps, eps_in_sqrt)).astype(g.dtype)
 
         return tree.map_like(ratio, updates, nu), ScaleByRmsState(count, nu)
 
@@ -381,8 +387,11 @@ def scale_by_stddev(
     def init(params):
         return ScaleByRStdDevState(
             jnp.zeros([], jnp.int32),
-            tree.wide_zeros_like(params, nu_dtype),
-            tree.wide_full_like(params, initial_scale, nu_dtype),
+            jax.tree.map(  # m_t: complex for a complex parameter, whatever nu_dtype says
+                lambda p: jnp.zeros_like(p, tree.moment_dtype(p, tree.wide_dtype(p, nu_dtype))),
+                params,
+            ),
+            tree.real_wide_full_like(params, initial_scale, nu_dtype),
         )
 
     def update(updates, state, params=None):
@@ -394,8 +403,8 @@ def scale_by_stddev(
 
         def ratio(g, m, v):
             # >= 0 in exact arithmetic; rounding can dip below (at step 1 with bias correction)
-            variance = jnp.maximum(_div(v, c) - jnp.square(_div(m, c)), 0.0)
-            return (tree.wide(g) / _rms_denominator(variance, eps, eps_in_sqrt)).astype(g.dtype)
+            variance = jnp.maximum(_div(v, c) - tree.abs_square(_div(m, c)), 0.0)
+            return _div(g, _rms_denominator(variance, eps, eps_in_sqrt)).astype(g.dtype)
 
         return tree.map_like(ratio, updates, mu, nu), ScaleByRStdDevState(count, mu, nu)
 
@@ -431,7 +440,9 @@ def scale_by_rss(
     check_nonnegative("eps", eps)
 
     def init(params):
-        return ScaleByRssState(tree.wide_full_like(params, initial_accumulator_value, nu_dtype))
+        return ScaleByRssState(
+            tree.real_wide_full_like(params, initial_accumulator_value, nu_dtype)
+        )
 
     def update(updates, state, params=None):
         del params
@@ -441,7 +452,7 @@ def scale_by_rss(
             s = tree.wide(s)
             denom = _rms_denominator(s, eps, eps_in_sqrt)
             safe = jnp.where(s > 0, denom, 1.0)
-            return jnp.where(s > 0, tree.wide(g) / safe, 0.0).astype(g.dtype)
+            return jnp.where(s > 0, _div(g, safe), 0.0).astype(g.dtype)
 
         return tree.map_like(ratio, updates, s), ScaleByRssState(s)
 
@@ -472,7 +483,7 @@ def scale_by_adadelta(
 
     def init(params):
         return ScaleByAdaDeltaState(
-            tree.wide_zeros_like(params, nu_dtype), tree.wide_zeros_like(params, nu_dtype)
+            tree.real_wide_zeros_like(params, nu_dtype), tree.real_wide_zeros_like(params, nu_dtype)
         )
 
     def update(updates, state, params=None):
@@ -480,9 +491,7 @@ def scale_by_adadelta(
         e_g = tree.ema(updates, state.e_g, rho, order=2)
 
         def step(g, eg, ex):
-            return (
-                jnp.sqrt(tree.wide(ex) + eps) / jnp.sqrt(tree.wide(eg) + eps) * tree.wide(g)
-            ).astype(g.dtype)
+            return tree.scale(g, jnp.sqrt(tree.wide(ex) + eps) / jnp.sqrt(tree.wide(eg) + eps))
 
         updates = tree.map_like(step, updates, e_g, state.e_x)
         e_x = tree.ema(updates, state.e_x, rho, order=2)
@@ -512,7 +521,7 @@ def scale_by_lion(b1: float = 0.9, b2: float = 0.99, mu_dtype=None) -> GradientT
     check_decay("b2", b2)
 
     def init(params):
-        return ScaleByLionState(jnp.zeros([], jnp.int32), tree.zeros_like(params, mu_dtype))
+        return ScaleByLionState(jnp.zeros([], jnp.int32), tree.moment_zeros_like(params, mu_dtype))
 
     def update(updates, state, params=None):
         del params
@@ -622,7 +631,7 @@ def scale_by_radam(
         return ScaleByAdamState(
             jnp.zeros([], jnp.int32),
             tree.zeros_like(params),
-            tree.wide_zeros_like(params, nu_dtype),
+            tree.real_wide_zeros_like(params, nu_dtype),
         )
 
     def update(updates, state, params=None):
@@ -641,11 +650,11 @@ def scale_by_radam(
             m_hat = _first_moment_hat(g, m, b1, count, nesterov)
             v_hat = _div(v, tree.one_minus_power(b2, count))
             if eps_on_raw_nu:  # torch.optim.RAdam's form
-                root_c2 = jnp.sqrt(tree.one_minus_power(b2, count)).astype(m_hat.dtype)
+                root_c2 = jnp.sqrt(tree.one_minus_power(b2, count)).astype(v_hat.dtype)
                 denom = (jnp.sqrt(tree.wide(v) + eps_root) + eps) / root_c2
             else:
                 denom = jnp.sqrt(v_hat + eps_root) + eps
-            adam = r.astype(m_hat.dtype) * m_hat / denom
+            adam = _div(r.astype(m_hat.dtype) * m_hat, denom)
             return jnp.where(rectified, adam, m_hat).astype(g.dtype)
 
         return tree.map_like(step, updates, mu, nu), ScaleByAdamState(count, mu, nu)

@@ -49,7 +49,7 @@ def decay_rate_pow(step, exponent: float = 0.8):
 def _moments(g, r, c, v, decay, dims, epsilon):
     """One leaf's new statistics, in the compute dtype: ``(R_t, C_t, None)`` for a factored leaf
     (dims = (d_col, d_row): R is the mean over d_row, C over d_col), ``(r, c, V_t)`` otherwise."""
-    decay = jnp.asarray(decay).astype(tree.compute_dtype(g.dtype))  # float64 under x64
+    decay = jnp.asarray(decay).astype(tree.real_wide_dtype(g))  # float64 under x64
     if dims is None:
         return r, c, decay * tree.wide(v) + (1 - decay) * (tree.abs_square(g) + epsilon)
     d_col, d_row = dims
@@ -73,6 +73,21 @@ def _inverse_roots(r, c, dims):
     return jnp.expand_dims(jax.lax.rsqrt(r_norm), d_row), jnp.expand_dims(jax.lax.rsqrt(c), d_col)
 
 
+def _times(g, *factors):
+    """``g f_1 f_2 ...`` in g's compute dtype, each real factor cast to it (a complex g is scaled
+    by real statistics without relying on promotion)."""
+    g = tree.wide(g)
+    for f in factors:
+        g = g * f.astype(g.dtype)
+    return g
+
+
+def _div(g, d):
+    """``g / d`` in g's compute dtype, the real d cast to it."""
+    g = tree.wide(g)
+    return g / d.astype(g.dtype)
+
+
 def _real_product(a, b):
     """``a conj(b)``, real: ``a b`` for real leaves (|b|^2 scaled, for b's own a)."""
     if jnp.issubdtype(a.dtype, jnp.complexfloating):
@@ -89,13 +104,13 @@ def _check_factored_args(decay_rate, min_dim_size_to_factor, epsilon, step_offse
 
 def _factored_init(dims_of, nu_dtype=None):
     """``init`` of the factored second moment: R and C for a factored leaf, V otherwise (the
-    unused fields None, an empty node: nothing to pass or donate), in ``tree.wide_dtype`` of the
-    parameter (float32 for bf16 and fp16 parameters unless ``nu_dtype`` is given)."""
+    unused fields None, an empty node: nothing to pass or donate), in ``tree.real_wide_dtype`` of
+    the parameter (float32 for bf16, fp16 and complex64 parameters unless ``nu_dtype`` is given)."""
 
     def init(params):
         def leaf(p):
             dims = dims_of(jnp.shape(p))
-            dtype = tree.wide_dtype(p, nu_dtype)
+            dtype = tree.real_wide_dtype(p, nu_dtype)
             if dims is None:
                 return None, None, jnp.zeros_like(p, dtype)
             d_col, d_row = dims  # R reduces over d_row, C over d_col
@@ -165,10 +180,10 @@ def scale_by_factored_rms(
             dims = dims_of(g.shape)
             r_new, c_new, v_new = _moments(g, r, c, v, decay, dims, epsilon)
             if dims is None:
-                return (tree.wide(g) / jnp.sqrt(v_new)).astype(g.dtype), r, c, v_new.astype(v.dtype)
+                return _div(g, jnp.sqrt(v_new)).astype(g.dtype), r, c, v_new.astype(v.dtype)
             r, c = r_new.astype(r.dtype), c_new.astype(c.dtype)
             row, col = _inverse_roots(r, c, dims)
-            return (tree.wide(g) * row * col).astype(g.dtype), r, c, v
+            return _times(g, row, col).astype(g.dtype), r, c, v
 
         out = tree.map_like(leaf, updates, state.v_row, state.v_col, state.v)
         new_updates, v_row, v_col, v = tree.unzip(updates, out, 4)
@@ -221,23 +236,23 @@ def scale_by_factored_rms_clipped(
         # layout this runs on the buffers only when no leaf is factored, and sees rows of them).
         def unclipped(g, r, c, v):
             if v is not None:
-                return tree.wide(g) / jnp.sqrt(v)
+                return _div(g, jnp.sqrt(v))
             row, col = _inverse_roots(r, c, dims_of(g.shape))
-            return tree.wide(g) * row * col
+            return _times(g, row, col)
 
         def squares(g, r, c, v):  # |u|^2 from g and the statistics, not from u (see above)
             g_w = tree.wide(g)
             if v is not None:
-                return _real_product(g_w / v, g_w)
+                return _real_product(_div(g_w, v), g_w)
             row, col = _inverse_roots(r, c, dims_of(g.shape))
-            return _real_product(g_w * jnp.square(col), g_w) * jnp.square(row)
+            return _real_product(_times(g_w, jnp.square(col)), g_w) * jnp.square(row)
 
         mean_squares = tree.leaf_mean(squares, updates, v_row, v_col, v_wide)
         denominators = jax.tree.map(
             lambda ms: jnp.maximum(1.0, jnp.sqrt(ms) / clipping_threshold), mean_squares
         )
         new_updates = tree.map_with_leaf_values(
-            lambda g, d, r, c, v: (unclipped(g, r, c, v) / d).astype(g.dtype),
+            lambda g, d, r, c, v: _div(unclipped(g, r, c, v), d).astype(g.dtype),
             updates,
             denominators,
             v_row,

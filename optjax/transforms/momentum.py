@@ -55,7 +55,7 @@ def trace(
     check_unit_interval("decay", decay)
 
     def init(params):
-        return TraceState(tree.zeros_like(params, accumulator_dtype))
+        return TraceState(tree.moment_zeros_like(params, accumulator_dtype))
 
     def update(updates, state, params=None):
         del params
@@ -89,7 +89,7 @@ def ema(decay: float, debias: bool = True, accumulator_dtype=None) -> GradientTr
     check_decay("decay", decay)
 
     def init(params):
-        return EmaState(jnp.zeros([], jnp.int32), tree.zeros_like(params, accumulator_dtype))
+        return EmaState(jnp.zeros([], jnp.int32), tree.moment_zeros_like(params, accumulator_dtype))
 
     def update(updates, state, params=None):
         del params

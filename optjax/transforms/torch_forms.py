@@ -3,6 +3,10 @@ paper primitive: NAdam with its momentum-decay schedule, and torch's Adafactor s
 
 Both keep float32 state (the step count int32, mu_product float32 as in torch) and form their
 scalar coefficients in float32; optjax.torch_compat chains them into torch's optimizers.
+
+Like every torch.optim preset, they refuse complex parameters (`check_real_params`): torch.optim
+steps a complex tensor as a pair of real ones, each part with its own second moment, which these
+forms do not reproduce; optjax's own optimizers step complex parameters as optax does.
 """
 
 from __future__ import annotations
@@ -15,11 +19,12 @@ import jax.numpy as jnp
 from optjax import tree
 from optjax._checks import check_at_most, check_decay, check_nonnegative
 from optjax.base import GradientTransformation, StepCount, Updates
-from optjax.flat import flat_ready, per_leaf
+from optjax.flat import FlatBuffers, as_tree, flat_ready, per_leaf
 from optjax.transforms.factored import FactoredState
 
 __all__ = [
     "ScaleByNadamState",
+    "check_real_params",
     "nadam_momentum",
     "scale_by_factored_rms_torch",
     "scale_by_nadam",
@@ -31,6 +36,32 @@ class ScaleByNadamState(NamedTuple):
     mu_product: jax.Array  # float32 scalar (float64 under x64): prod_{i<=t} mu_i
     mu: Updates  # first moment m_t
     nu: Updates  # second moment v_t
+
+
+def check_real_params(params, preset: str) -> None:
+    """Raise ValueError naming the first complex leaf of ``params``, for torch.optim's ``preset``.
+
+    torch.optim steps a complex tensor as a pair of real ones (``torch.view_as_real``): each part
+    has its own second moment, where optjax (as optax) keeps one of |g|^2 per element. A preset
+    meant to match torch step for step therefore refuses complex leaves, and names the optjax
+    optimizer that steps them.
+
+    Example:
+        >>> params = {"w": jnp.ones(2), "z": jnp.ones(2, jnp.complex64)}
+        >>> optjax.torch_compat.Adam().init(params)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ValueError: params['z'] is complex64: torch.optim.Adam steps a complex tensor as a ...
+    """
+    views = jax.eval_shape(as_tree, params) if isinstance(params, FlatBuffers) else params
+    for path, x in jax.tree_util.tree_flatten_with_path(views)[0]:
+        dtype = jnp.result_type(x)
+        if jnp.issubdtype(dtype, jnp.complexfloating):
+            raise ValueError(
+                f"params{jax.tree_util.keystr(path)} is {dtype}: torch.optim.{preset} steps a "
+                "complex tensor as a pair of real ones (torch.view_as_real), which this preset "
+                f"does not reproduce; use optjax.{preset.lower()}, which steps complex parameters "
+                "as optax does (|g|^2 where a square is meant)"
+            )
 
 
 def nadam_momentum(b1: float, momentum_decay: float, count: jax.Array) -> jax.Array:
@@ -72,6 +103,7 @@ def scale_by_nadam(
     check_nonnegative("momentum_decay", momentum_decay)
 
     def init(params):  # v in float32 for bf16 and fp16 params (see scale_by_adam)
+        check_real_params(params, "NAdam")
         return ScaleByNadamState(
             jnp.zeros([], jnp.int32),
             jnp.ones([], tree.scalar_dtype()),
@@ -141,6 +173,8 @@ def scale_by_factored_rms_torch(
         check_nonnegative("eps", eps)
 
     def init(params):
+        check_real_params(params, "Adafactor")
+
         def leaf(p):  # None: an unused field, an empty node (no buffer)
             dtype = tree.wide_dtype(p)  # float32 for bf16 and fp16 params (see scale_by_adam)
             if jnp.ndim(p) < 2:

@@ -135,6 +135,8 @@ def average_params(
     ``average_dtype``, by default the params' dtype widened to float32 for bf16 and fp16 params
     (2 bytes more per parameter): in bf16 an EMA with decay 0.999 would never move (its step is
     below half an ulp), and a uniform average would stop moving after a few hundred iterates.
+    The average of a complex parameter is complex (a real ``average_dtype`` means its complex
+    counterpart: tree.moment_dtype).
 
     Example:
         >>> tx = optjax.average_params(optjax.sgd(1.0))
@@ -156,8 +158,11 @@ def average_params(
 
     def init(params):
         zero = jnp.zeros([], jnp.int32)
-        average = jax.tree.map(
-            lambda p: jnp.array(p, tree.wide_dtype(p, average_dtype), copy=True), params
+        average = jax.tree.map(  # complex for a complex parameter, whatever average_dtype says
+            lambda p: jnp.array(
+                p, tree.moment_dtype(p, tree.wide_dtype(p, average_dtype)), copy=True
+            ),
+            params,
         )
         return AverageParamsState(zero, zero, average, inner.init(params))
 
