@@ -27,6 +27,7 @@ from optjax.core import stateless as stateless
 from optjax.flat import FlatBuffers as FlatBuffers
 from optjax.flat import FlatLayout as FlatLayout
 from optjax.flat import flat_transform as flat_transform
+from optjax.optimizers import adabelief as adabelief
 from optjax.optimizers import adadelta as adadelta
 from optjax.optimizers import adafactor as adafactor
 from optjax.optimizers import adagrad as adagrad
@@ -34,13 +35,29 @@ from optjax.optimizers import adam as adam
 from optjax.optimizers import adamax as adamax
 from optjax.optimizers import adamaxw as adamaxw
 from optjax.optimizers import adamw as adamw
+from optjax.optimizers import adan as adan
 from optjax.optimizers import amsgrad as amsgrad
+from optjax.optimizers import fromage as fromage
+from optjax.optimizers import lamb as lamb
+from optjax.optimizers import lars as lars
+from optjax.optimizers import lbfgs as lbfgs
 from optjax.optimizers import lion as lion
 from optjax.optimizers import nadam as nadam
 from optjax.optimizers import nadamw as nadamw
+from optjax.optimizers import noisy_sgd as noisy_sgd
+from optjax.optimizers import novograd as novograd
+from optjax.optimizers import optimistic_adam as optimistic_adam
+from optjax.optimizers import optimistic_adam_v2 as optimistic_adam_v2
+from optjax.optimizers import optimistic_gradient_descent as optimistic_gradient_descent
+from optjax.optimizers import polyak_sgd as polyak_sgd
 from optjax.optimizers import radam as radam
 from optjax.optimizers import rmsprop as rmsprop
+from optjax.optimizers import rprop as rprop
 from optjax.optimizers import sgd as sgd
+from optjax.optimizers import sign_sgd as sign_sgd
+from optjax.optimizers import signum as signum
+from optjax.optimizers import sm3 as sm3
+from optjax.optimizers import yogi as yogi
 from optjax.schedules import constant_schedule as constant_schedule
 from optjax.schedules import cosine_decay_schedule as cosine_decay_schedule
 from optjax.schedules import cosine_decay_with_warm_restarts as cosine_decay_with_warm_restarts
@@ -72,81 +89,169 @@ from optjax.transforms.adaptive import scale_by_radam as scale_by_radam
 from optjax.transforms.adaptive import scale_by_rms as scale_by_rms
 from optjax.transforms.adaptive import scale_by_rss as scale_by_rss
 from optjax.transforms.adaptive import scale_by_stddev as scale_by_stddev
+from optjax.transforms.adaptive_variants import ScaleByAdanState as ScaleByAdanState
+from optjax.transforms.adaptive_variants import ScaleByBeliefState as ScaleByBeliefState
+from optjax.transforms.adaptive_variants import ScaleByNovogradState as ScaleByNovogradState
+from optjax.transforms.adaptive_variants import ScaleBySM3State as ScaleBySM3State
+from optjax.transforms.adaptive_variants import scale_by_adan as scale_by_adan
+from optjax.transforms.adaptive_variants import scale_by_belief as scale_by_belief
+from optjax.transforms.adaptive_variants import scale_by_novograd as scale_by_novograd
+from optjax.transforms.adaptive_variants import scale_by_sm3 as scale_by_sm3
+from optjax.transforms.adaptive_variants import scale_by_yogi as scale_by_yogi
+from optjax.transforms.clipping import adaptive_grad_clip as adaptive_grad_clip
 from optjax.transforms.clipping import clip as clip
 from optjax.transforms.clipping import clip_by_block_rms as clip_by_block_rms
 from optjax.transforms.clipping import clip_by_global_norm as clip_by_global_norm
+from optjax.transforms.clipping import per_example_global_norm_clip as per_example_global_norm_clip
+from optjax.transforms.clipping import per_example_layer_norm_clip as per_example_layer_norm_clip
 from optjax.transforms.factored import FactoredState as FactoredState
 from optjax.transforms.factored import scale_by_factored_rms as scale_by_factored_rms
 from optjax.transforms.factored import scale_by_param_block_rms as scale_by_param_block_rms
+from optjax.transforms.gradient_ops import ZeroNansState as ZeroNansState
+from optjax.transforms.gradient_ops import centralize as centralize
+from optjax.transforms.gradient_ops import keep_params_nonnegative as keep_params_nonnegative
+from optjax.transforms.gradient_ops import normalize_by_update_norm as normalize_by_update_norm
+from optjax.transforms.gradient_ops import scale_gradient as scale_gradient
+from optjax.transforms.gradient_ops import zero_nans as zero_nans
+from optjax.transforms.layerwise import scale_by_lars as scale_by_lars
+from optjax.transforms.layerwise import scale_by_param_block_norm as scale_by_param_block_norm
+from optjax.transforms.layerwise import scale_by_trust_ratio as scale_by_trust_ratio
+from optjax.transforms.lbfgs import ScaleByLBFGSState as ScaleByLBFGSState
+from optjax.transforms.lbfgs import scale_by_lbfgs as scale_by_lbfgs
+from optjax.transforms.linesearch import BacktrackingLinesearchInfo as BacktrackingLinesearchInfo
+from optjax.transforms.linesearch import (
+    ScaleByBacktrackingLinesearchState as ScaleByBacktrackingLinesearchState,
+)
+from optjax.transforms.linesearch import ScaleByZoomLinesearchState as ScaleByZoomLinesearchState
+from optjax.transforms.linesearch import ZoomLinesearchInfo as ZoomLinesearchInfo
+from optjax.transforms.linesearch import (
+    scale_by_backtracking_linesearch as scale_by_backtracking_linesearch,
+)
+from optjax.transforms.linesearch import scale_by_zoom_linesearch as scale_by_zoom_linesearch
+from optjax.transforms.linesearch import value_and_grad_from_state as value_and_grad_from_state
 from optjax.transforms.momentum import EmaState as EmaState
 from optjax.transforms.momentum import TraceState as TraceState
 from optjax.transforms.momentum import ema as ema
 from optjax.transforms.momentum import trace as trace
 from optjax.transforms.noise import AddNoiseState as AddNoiseState
 from optjax.transforms.noise import add_noise as add_noise
+from optjax.transforms.optimistic import (
+    ScaleByOptimisticGradientState as ScaleByOptimisticGradientState,
+)
+from optjax.transforms.optimistic import (
+    scale_by_optimistic_gradient as scale_by_optimistic_gradient,
+)
+from optjax.transforms.optimistic import scale_by_polyak as scale_by_polyak
 from optjax.transforms.regularization import add_decayed_weights as add_decayed_weights
 from optjax.transforms.scaling import ScaleByScheduleState as ScaleByScheduleState
 from optjax.transforms.scaling import scale as scale
 from optjax.transforms.scaling import scale_by_learning_rate as scale_by_learning_rate
 from optjax.transforms.scaling import scale_by_schedule as scale_by_schedule
+from optjax.transforms.sign import ScaleByRpropState as ScaleByRpropState
+from optjax.transforms.sign import scale_by_rprop as scale_by_rprop
+from optjax.transforms.sign import scale_by_sign as scale_by_sign
 from optjax.transforms.torch_forms import ScaleByNadamState as ScaleByNadamState
 from optjax.transforms.torch_forms import scale_by_factored_rms_torch as scale_by_factored_rms_torch
 from optjax.transforms.torch_forms import scale_by_nadam as scale_by_nadam
+from optjax.wrappers import ApplyEvery as ApplyEvery
 from optjax.wrappers import ApplyIfFiniteState as ApplyIfFiniteState
 from optjax.wrappers import AverageParamsState as AverageParamsState
+from optjax.wrappers import ConditionallyMaskState as ConditionallyMaskState
+from optjax.wrappers import ConditionallyTransformState as ConditionallyTransformState
+from optjax.wrappers import GradientTransformationExtraArgs as GradientTransformationExtraArgs
 from optjax.wrappers import Hyperparams as Hyperparams
 from optjax.wrappers import InjectHyperparamsState as InjectHyperparamsState
+from optjax.wrappers import InjectStatefulHyperparamsState as InjectStatefulHyperparamsState
 from optjax.wrappers import LookaheadState as LookaheadState
 from optjax.wrappers import MaskedNode as MaskedNode
 from optjax.wrappers import MaskedState as MaskedState
+from optjax.wrappers import MonitorState as MonitorState
 from optjax.wrappers import MultiSteps as MultiSteps
 from optjax.wrappers import MultiStepsState as MultiStepsState
 from optjax.wrappers import MultiTransformState as MultiTransformState
+from optjax.wrappers import PartitionState as PartitionState
+from optjax.wrappers import SnapshotState as SnapshotState
+from optjax.wrappers import WrappedSchedule as WrappedSchedule
+from optjax.wrappers import apply_every as apply_every
 from optjax.wrappers import apply_if_finite as apply_if_finite
 from optjax.wrappers import average_params as average_params
+from optjax.wrappers import conditionally_mask as conditionally_mask
+from optjax.wrappers import conditionally_transform as conditionally_transform
+from optjax.wrappers import flatten as flatten
 from optjax.wrappers import freeze as freeze
 from optjax.wrappers import inject_hyperparams as inject_hyperparams
+from optjax.wrappers import inject_stateful_hyperparams as inject_stateful_hyperparams
 from optjax.wrappers import lookahead as lookahead
 from optjax.wrappers import masked as masked
+from optjax.wrappers import measure_with_ema as measure_with_ema
+from optjax.wrappers import microbatch as microbatch
+from optjax.wrappers import monitor as monitor
 from optjax.wrappers import multi_transform as multi_transform
+from optjax.wrappers import partition as partition
+from optjax.wrappers import selective_transform as selective_transform
+from optjax.wrappers import skip_large_updates as skip_large_updates
 from optjax.wrappers import skip_not_finite as skip_not_finite
+from optjax.wrappers import snapshot as snapshot
+from optjax.wrappers import with_extra_args_support as with_extra_args_support
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AddNoiseState",
+    "ApplyEvery",
     "ApplyIfFiniteState",
     "AverageParamsState",
+    "BacktrackingLinesearchInfo",
+    "ConditionallyMaskState",
+    "ConditionallyTransformState",
     "EmaState",
     "EmptyState",
     "FactoredState",
     "FlatBuffers",
     "FlatLayout",
     "GradientTransformation",
+    "GradientTransformationExtraArgs",
     "Hyperparams",
     "InjectHyperparamsState",
+    "InjectStatefulHyperparamsState",
     "LookaheadState",
     "MaskedNode",
     "MaskedState",
+    "MonitorState",
     "MultiSteps",
     "MultiStepsState",
     "MultiTransformState",
     "OptState",
     "Params",
+    "PartitionState",
     "ScalarOrSchedule",
     "ScaleByAdaDeltaState",
     "ScaleByAdamState",
+    "ScaleByAdanState",
     "ScaleByAmsgradState",
+    "ScaleByBacktrackingLinesearchState",
+    "ScaleByBeliefState",
+    "ScaleByLBFGSState",
     "ScaleByLionState",
     "ScaleByNadamState",
+    "ScaleByNovogradState",
+    "ScaleByOptimisticGradientState",
     "ScaleByRStdDevState",
     "ScaleByRmsState",
+    "ScaleByRpropState",
     "ScaleByRssState",
+    "ScaleBySM3State",
     "ScaleByScheduleState",
+    "ScaleByZoomLinesearchState",
     "Schedule",
+    "SnapshotState",
     "TraceState",
     "Updates",
+    "WrappedSchedule",
+    "ZeroNansState",
+    "ZoomLinesearchInfo",
     "__version__",
+    "adabelief",
     "adadelta",
     "adafactor",
     "adagrad",
@@ -154,17 +259,23 @@ __all__ = [
     "adamax",
     "adamaxw",
     "adamw",
+    "adan",
+    "adaptive_grad_clip",
     "add_decayed_weights",
     "add_noise",
     "amsgrad",
+    "apply_every",
     "apply_if_finite",
     "apply_updates",
     "average_params",
+    "centralize",
     "chain",
     "checkpoint",
     "clip",
     "clip_by_block_rms",
     "clip_by_global_norm",
+    "conditionally_mask",
+    "conditionally_transform",
     "constant_schedule",
     "cosine_decay_schedule",
     "cosine_decay_with_warm_restarts",
@@ -173,52 +284,99 @@ __all__ = [
     "exponential_decay",
     "flat",
     "flat_transform",
+    "flatten",
     "freeze",
+    "fromage",
     "identity",
     "inject_hyperparams",
+    "inject_stateful_hyperparams",
     "join_schedules",
+    "keep_params_nonnegative",
+    "lamb",
+    "lars",
+    "lbfgs",
     "linear_onecycle_schedule",
     "linear_schedule",
     "lion",
     "lookahead",
     "masked",
+    "measure_with_ema",
+    "microbatch",
+    "monitor",
     "multi_transform",
     "nadam",
     "nadamw",
     "named_chain",
+    "noisy_sgd",
+    "normalize_by_update_norm",
+    "novograd",
+    "optimistic_adam",
+    "optimistic_adam_v2",
+    "optimistic_gradient_descent",
+    "partition",
+    "per_example_global_norm_clip",
+    "per_example_layer_norm_clip",
     "piecewise_constant_schedule",
     "piecewise_interpolate_schedule",
+    "polyak_sgd",
     "polynomial_schedule",
     "radam",
     "rmsprop",
+    "rprop",
     "scale",
     "scale_by_adadelta",
     "scale_by_adam",
     "scale_by_adamax",
+    "scale_by_adan",
     "scale_by_amsgrad",
+    "scale_by_backtracking_linesearch",
+    "scale_by_belief",
     "scale_by_factored_rms",
     "scale_by_factored_rms_torch",
+    "scale_by_lars",
+    "scale_by_lbfgs",
     "scale_by_learning_rate",
     "scale_by_lion",
     "scale_by_nadam",
+    "scale_by_novograd",
+    "scale_by_optimistic_gradient",
+    "scale_by_param_block_norm",
     "scale_by_param_block_rms",
+    "scale_by_polyak",
     "scale_by_radam",
     "scale_by_rms",
+    "scale_by_rprop",
     "scale_by_rss",
     "scale_by_schedule",
+    "scale_by_sign",
+    "scale_by_sm3",
     "scale_by_stddev",
+    "scale_by_trust_ratio",
+    "scale_by_yogi",
+    "scale_by_zoom_linesearch",
+    "scale_gradient",
     "schedules",
+    "selective_transform",
     "set_to_zero",
     "sgd",
     "sgdr_schedule",
     "sharding",
+    "sign_sgd",
+    "signum",
+    "skip_large_updates",
     "skip_not_finite",
+    "sm3",
+    "snapshot",
     "stateless",
     "torch_compat",
     "trace",
     "tree",
+    "value_and_grad_from_state",
     "warmup_constant_schedule",
     "warmup_cosine_decay_schedule",
     "warmup_exponential_decay_schedule",
+    "with_extra_args_support",
     "wrappers",
+    "yogi",
+    "zero_nans",
 ]

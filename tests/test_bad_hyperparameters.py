@@ -34,12 +34,18 @@ NOT_NUMERIC = {
     "flat_transform",
     "skip_not_finite",
     "inject_hyperparams",
+    "inject_stateful_hyperparams",
     "masked",
     "freeze",
     "multi_transform",
     "scale_by_schedule",
     "join_schedules",
     "sgdr_schedule",
+    "skip_large_updates",  # functions of a step for conditionally_mask and friends
+    "microbatch",
+    "scale_gradient",
+    "per_example_global_norm_clip",
+    "per_example_layer_norm_clip",
 }
 
 # The arguments each constructor needs besides the one under test.
@@ -50,6 +56,10 @@ REQUIRED = {
     "ema": dict(decay=0.9),
     "scale": dict(step_size=0.1),
     "apply_if_finite": dict(inner=SGD, max_consecutive_errors=3),
+    "scale_by_backtracking_linesearch": dict(max_backtracking_steps=5),
+    "scale_by_zoom_linesearch": dict(max_linesearch_steps=5),
+    "measure_with_ema": dict(measure=lambda u: u),
+    "adaptive_grad_clip": dict(clipping=0.1),
     "average_params": dict(inner=SGD),
     "lookahead": dict(fast_optimizer=SGD, sync_period=5, slow_step_size=0.5),
     "MultiSteps": dict(opt=SGD, every_k_schedule=2),
@@ -131,6 +141,58 @@ RANGES = {
     "decay_offset": "int",
     "step_offset": "int",
     "seed": "int",
+    "memory_size": "int >= 1",
+    "max_linesearch_steps": "int >= 1",
+    "max_backtracking_steps": "int >= 0",
+    "slope_rtol": "[0, 1)",
+    "decrease_factor": "(0, 1)",
+    "max_learning_rate": "> 0",
+    "atol": ">= 0",
+    "rtol": ">= 0",
+    "tol": ">= 0",
+    "approx_dec_rtol": ">= 0",
+    "stepsize_precision": ">= 0",
+    "curv_rtol": ">= 0 or inf",
+    ("scale_by_backtracking_linesearch", "increase_factor"): ">= 1 or inf",
+    ("scale_by_zoom_linesearch", "increase_factor"): "> 1",
+    "k": "int >= 1",
+    "b3": "[0, 1)",
+    ("scale_by_sm3", "b2"): "[0, 1]",
+    "key": "int",
+    "scale_factor": "finite",
+    "clipping": ">= 0",
+    "f_min": "finite",
+    ("scale_by_polyak", "max_learning_rate"): ">= 0",
+    ("polyak_sgd", "max_learning_rate"): ">= 0",
+    "scaling": "rate",
+    "optimism": "rate",
+    **{
+        (name, "alpha"): "rate"
+        for name in (
+            "scale_by_optimistic_gradient",
+            "optimistic_gradient_descent",
+            "optimistic_adam_v2",
+        )
+    },
+    **{
+        (name, "beta"): "rate"
+        for name in (
+            "scale_by_optimistic_gradient",
+            "optimistic_gradient_descent",
+            "optimistic_adam_v2",
+        )
+    },
+    ("signum", "beta"): "[0, 1)",
+    "min_norm": ">= 0",
+    "trust_coefficient": ">= 0",
+    "eta_minus": "(0, 1]",
+    "eta_plus": ">= 1",
+    "min_step_size": ">= 0",
+    "max_step_size": "> 0",
+    # Rprop's learning rate is its first step size: a number (0 would freeze it for good).
+    ("rprop", "learning_rate"): "> 0",
+    ("scale_by_rprop", "learning_rate"): "> 0",
+    **{(name, "weight_decay"): "rate" for name in ("lamb", "lars", "scale_by_lars")},
     "betas": "pair",
     "boundaries_and_scales": "scales",
     ("Adafactor", "eps"): "pair",
@@ -169,6 +231,9 @@ OUTSIDE = {
     "> 0": [0.0, -1.0],
     "finite": [],
     "<= 0": [0.5],
+    ">= 0 or inf": [-1.0, -1e-30, -math.inf],
+    ">= 1 or inf": [0.5, 0.0, -math.inf],
+    "> 1": [1.0, 0.5],
     ">= 1": [0.5],
 }
 NOT_INTEGERS = [1.5, 2.0, "3", [3], True, None, math.inf, math.nan, jnp.ones(2)]
@@ -181,6 +246,10 @@ VALID = {
     "momentum": 0.5,
     "weight_decay_rate": 1e-3,
     "decay": 0.9,
+    "max_learning_rate": 1.0,
+    "key": 3,
+    "seed": 3,
+    "optimism": 0.1,
     "end_value": 0.01,
     ("scale_by_factored_rms_torch", "eps"): 1e-3,
 }
@@ -200,7 +269,7 @@ def _constructors():
 
 
 def _is_numeric(parameter) -> bool:
-    if parameter.name in ("inner", "opt", "fast_optimizer", "interpolate_type"):
+    if parameter.name in ("inner", "opt", "fast_optimizer", "interpolate_type", "linesearch"):
         return False
     default, note = parameter.default, str(parameter.annotation)
     if isinstance(default, bool) or note == "bool":
@@ -239,6 +308,8 @@ def _bad_values(kind, optional):
         values = NOT_INTEGERS + OUTSIDE_INT[kind]
     else:
         values = NOT_NUMBERS + OUTSIDE[kind]
+        if kind.endswith("or inf"):  # +inf is allowed there (e.g. curv_rtol=inf: no condition)
+            values = [v for v in values if not (isinstance(v, float) and v == math.inf)]
         if kind != "rate":
             values = [*values, lambda count: 0.5]  # a schedule, where only a number is allowed
     return [v for v in values if not (v is None and optional)]
@@ -326,7 +397,13 @@ def _use(name, tx):
     if not hasattr(tx, "init"):  # a schedule
         return tx(jnp.int32(3))
     params = {"w": jnp.ones(3)}
-    updates, _ = tx.update({"w": jnp.full(3, 0.5)}, tx.init(params), params)
+    extras = {}
+    if name in ("lbfgs", "scale_by_backtracking_linesearch", "scale_by_zoom_linesearch"):
+        f = lambda p: jnp.sum(p["w"] ** 2)  # line searches try the objective
+        extras = dict(value=f(params), grad=jax.grad(f)(params), value_fn=f)
+    elif name in ("polyak_sgd", "scale_by_polyak"):
+        extras = dict(value=jnp.float32(2.0))  # Polyak's step needs the loss
+    updates, _ = tx.update({"w": jnp.full(3, 0.5)}, tx.init(params), params, **extras)
     return updates["w"]
 
 

@@ -208,7 +208,7 @@ def test_real_torch_compat_presets_resolve():
         (
             ["--optimizer", "nope", "--learning-rate", "0.1"],
             2,
-            "unknown optimizer 'nope'; choose from adadelta,",
+            "unknown optimizer 'nope'; choose from adabelief, adadelta,",
         ),
         (["--steps", "-5"], 2, "--steps must be an integer >= 1, got -5"),
         (["--resume"], 2, "--resume needs --checkpoint DIR, the directory to resume from"),

@@ -48,6 +48,33 @@ ROWS = {
     "adafactor": Row(
         lambda lr: optjax.adafactor(lr, multiply_by_parameter_scale=False), (0.1, 300), (3e-3, 5000)
     ),
+    # Beyond the classic canon: optax's other optimizers.
+    "adabelief": Row(lambda lr: optjax.adabelief(lr), (0.1, 300), (3e-3, 2000)),
+    "adan": Row(lambda lr: optjax.adan(lr), (0.1, 1000), (1e-2, 2000)),
+    "yogi": Row(lambda lr: optjax.yogi(lr), (0.1, 300), (1e-2, 2000)),
+    "novograd": Row(lambda lr: optjax.novograd(lr), (3e-3, 300), (1e-3, 2000)),
+    "sm3": Row(lambda lr: optjax.sm3(lr), (0.3, 300), (0.3, 2000)),
+    "lamb": Row(lambda lr: optjax.lamb(lr), (0.1, 300), (3e-3, 10000)),
+    "lars": Row(lambda lr: optjax.lars(lr), (1.0, 1000), (1.0, 3000)),
+    "fromage": Row(lambda lr: optjax.fromage(lr), (0.1, 300), (1e-2, 3000)),
+    # Sign descent at a constant rate cycles on Rosenbrock: these decay it.
+    "sign_sgd": Row(
+        lambda lr: optjax.sign_sgd(optjax.exponential_decay(lr, 1000, 0.5)),
+        (1e-2, 3000),
+        (3e-3, 10000),
+    ),
+    "signum": Row(
+        lambda lr: optjax.signum(optjax.exponential_decay(lr, 500, 0.5)), (1e-2, 3000), (1e-2, 3000)
+    ),
+    "rprop": Row(lambda lr: optjax.rprop(lr), (0.1, 300), (0.1, 3000)),
+    "noisy_sgd": Row(lambda lr: optjax.noisy_sgd(lr, eta=1e-4, key=0), (0.3, 300), (1e-3, 20000)),
+    "optimistic_gradient_descent": Row(
+        lambda lr: optjax.optimistic_gradient_descent(lr), (0.1, 300), (3e-4, 30000)
+    ),
+    "optimistic_adam": Row(lambda lr: optjax.optimistic_adam(lr), (0.1, 300), (3e-3, 5000)),
+    "optimistic_adam_v2": Row(lambda lr: optjax.optimistic_adam_v2(lr), (0.1, 300), (3e-3, 5000)),
+    # With a line search its update needs value=, grad= and value_fn= (tests/test_lbfgs.py).
+    "lbfgs": Row(lambda lr: optjax.lbfgs(lr, linesearch=None), (0.5, 50), (0.5, 200)),
     "torch.SGD": Row(lambda lr: tc.SGD(lr, momentum=0.9, dampening=0.1), (0.03, 300), (1e-3, 2000)),
     "torch.Adam": Row(lambda lr: tc.Adam(lr, amsgrad=True), (0.1, 300), (1e-2, 5000)),
     "torch.AdamW": Row(lambda lr: tc.AdamW(lr), (0.1, 300), (3e-3, 5000)),
@@ -108,7 +135,7 @@ def test_keeps_dtypes_and_state_structure(name, dtype):
     tx, params = ROWS[name].make(1e-2), _params(dtype)
     state = tx.init(params)
     before = state
-    update = jax.jit(tx.update)
+    update = tx.update  # op by op: a jitted step traces the same ops (see the next test)
     for _ in range(2):
         grads = jax.tree.map(lambda p: (p * 0.3 + 0.1).astype(dtype), params)
         updates, state = update(grads, state, params)

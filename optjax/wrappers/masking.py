@@ -17,10 +17,12 @@ __all__ = [
     "MaskedNode",
     "MaskedState",
     "MultiTransformState",
+    "PartitionState",
     "freeze",
     "mask_leaves",
     "masked",
     "multi_transform",
+    "partition",
     "prefix_leaves",
 ]
 
@@ -208,3 +210,53 @@ def multi_transform(
 
     # Labels are per leaf: on the flat layout (optjax.flat) this runs on the tree of views.
     return per_leaf(GradientTransformation(init, update))
+
+
+PartitionState = MultiTransformState  # optax's current name for the state of partition
+
+
+def partition(
+    transforms: Mapping[Hashable, GradientTransformation],
+    param_labels: Any | Callable[[Params], Any],
+    *,
+    mask_compatible_extra_args: bool = False,
+) -> GradientTransformation:
+    """optax's current name for `multi_transform`: parameter groups, each leaf updated by the
+    transform of its label (see there).
+
+    With ``mask_compatible_extra_args``, a keyword extra passed to ``update`` that has the
+    structure of the updates (e.g. a tree of per-parameter tags) is masked like them: each
+    group's transform sees its own leaves of it. Other extras reach every transform as they are.
+
+    Example:
+        >>> tx = optjax.partition({"sgd": optjax.sgd(0.1), "frozen": optjax.set_to_zero()},
+        ...                       {"w": "sgd", "b": "frozen"})
+        >>> g = {"w": jnp.array([1.0]), "b": jnp.array([1.0])}
+        >>> tx.update(g, tx.init(g))[0]
+        {'b': Array([0.], dtype=float32), 'w': Array([-0.1], dtype=float32)}
+    """
+    if mask_compatible_extra_args:
+        transforms = {label: _masking_extra_args(t) for label, t in transforms.items()}
+    return multi_transform(transforms, param_labels)
+
+
+def _masking_extra_args(tx: GradientTransformation) -> GradientTransformation:
+    """``tx`` run inside a group of `multi_transform`, whose keyword extras shaped like the
+    updates are masked as the updates it is given are (MaskedNode() at the other groups' leaves)."""
+    keep = extra_args_filter(tx.update)
+
+    def update(updates, state, params=None, **extra_args):
+        flags, treedef = jax.tree.flatten(updates, is_leaf=_is_masked_node)
+
+        def mask(value):
+            if jax.tree.structure(value) != treedef:
+                return value
+            leaves = jax.tree.leaves(value)
+            return treedef.unflatten(
+                [MaskedNode() if _is_masked_node(u) else v for u, v in zip(flags, leaves)]
+            )
+
+        masked_args = {name: mask(value) for name, value in keep(extra_args).items()}
+        return tx.update(updates, state, params, **masked_args)
+
+    return GradientTransformation(tx.init, update)

@@ -1,0 +1,191 @@
+"""L-BFGS: the direction ``P_k g_k``, P_k the limited-memory quasi-Newton estimate of the inverse
+Hessian built from the last steps' differences of parameters and gradients.
+
+Inner products are taken over all leaves together (the parameters as one vector; for complex
+leaves, as the real vector of their real and imaginary parts: <a, b> = Re sum(conj(a) b)), in
+float32 at least. The memory of differences is kept in the parameters' compute dtype (float32
+for bf16 and fp16 parameters: the difference of two nearby bf16 gradients keeps 2 or 3 digits,
+too few for a curvature pair). On the flat layout (optjax.flat) it runs on the tree of views.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from optjax import tree
+from optjax._checks import check_positive_int
+from optjax.base import GradientTransformation, Params, StepCount, Updates
+from optjax.flat import per_leaf
+
+__all__ = ["ScaleByLBFGSState", "scale_by_lbfgs"]
+
+
+class ScaleByLBFGSState(NamedTuple):
+    count: StepCount  # int32 scalar: steps taken so far
+    params: Params  # w_{k-1}, the parameters of the last step
+    updates: Updates  # g_{k-1}, the updates (gradient) of the last step
+    diff_params_memory: Updates  # s_j = w_{j+1} - w_j, the last m of them stacked on axis 0
+    diff_updates_memory: Updates  # y_j = g_{j+1} - g_j, likewise
+    weights_memory: jax.Array  # rho_j = 1 / <y_j, s_j> (0 for a pair not yet made, or <y, s> = 0)
+
+
+def _real_dtype(params) -> jnp.dtype:
+    reals = [
+        jnp.finfo(jnp.result_type(x)).dtype
+        for x in jax.tree.leaves(params)
+        if jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+    ]
+    return tree.compute_dtype(*reals)
+
+
+def _inner(a, b, dtype) -> jax.Array:
+    """<a, b> = Re sum(conj(a) b) over every leaf, in ``dtype``."""
+
+    def leaf(x, y):
+        x, y = tree.wide(jnp.asarray(x)), tree.wide(jnp.asarray(y))
+        return jnp.sum(jnp.real(jnp.conj(x) * y)).astype(dtype)
+
+    return sum(jax.tree.leaves(jax.tree.map(leaf, a, b)), jnp.zeros([], dtype))
+
+
+def _axpy(x, alpha, y):
+    """``x + alpha y``, leaf by leaf, in x's dtype (a compute dtype here)."""
+    return jax.tree.map(lambda a, b: a + alpha.astype(a.dtype) * b.astype(a.dtype), x, y)
+
+
+def _safe_inverse(x):
+    """``1 / x``, and 0 where x is 0 (with a gradient that stays finite there)."""
+    nonzero = x != 0
+    return jnp.where(nonzero, 1 / jnp.where(nonzero, x, 1), 0)
+
+
+def _two_loop(g, s_memory, y_memory, rho, gamma, oldest):
+    """``P g`` by Nocedal's two-loop recursion over the pairs, newest first, then oldest first.
+    ``oldest`` is the slot of the oldest pair (the next one to be overwritten)."""
+    m = rho.shape[0]
+    order = (oldest + jnp.arange(m, dtype=jnp.int32)) % m  # oldest ... newest
+    dtype = rho.dtype
+
+    def pair(j):
+        return jax.tree.map(lambda x: x[j], s_memory), jax.tree.map(lambda x: x[j], y_memory)
+
+    def backward(q, j):  # alpha_j = rho_j <s_j, q>,  q <- q - alpha_j y_j
+        s, y = pair(j)
+        alpha = rho[j] * _inner(s, q, dtype)
+        return _axpy(q, -alpha, y), alpha
+
+    q, alphas = jax.lax.scan(backward, jax.tree.map(tree.wide, g), order, reverse=True)
+    r = jax.tree.map(lambda x: x * gamma.astype(x.dtype), q)
+
+    def forward(r, j_alpha):  # beta_j = rho_j <y_j, r>,  r <- r + (alpha_j - beta_j) s_j
+        j, alpha = j_alpha
+        s, y = pair(j)
+        beta = rho[j] * _inner(y, r, dtype)
+        return _axpy(r, alpha - beta, s), None
+
+    r, _ = jax.lax.scan(forward, r, (order, alphas))
+    return r
+
+
+def scale_by_lbfgs(
+    memory_size: int = 10, scale_init_precond: bool = True
+) -> GradientTransformation:
+    r"""Precondition updates by the L-BFGS estimate of the inverse Hessian.
+
+    With w_k the parameters and g_k the updates (gradients) at step k, and the last m =
+    ``memory_size`` pairs
+
+        s_j = w_{j+1} - w_j,   y_j = g_{j+1} - g_j,   rho_j = 1 / <y_j, s_j>   (0 if <y_j, s_j> = 0)
+
+    the estimate is P_k = H_{k-m}^{k}, built from H^{k-m} = gamma_k I by
+
+        H^{j+1} = V_j^T H^j V_j + rho_j s_j s_j^T,   V_j = I - rho_j y_j s_j^T
+        gamma_k = <s_{k-1}, y_{k-1}> / <y_{k-1}, y_{k-1}>   (1 where y_{k-1} = 0; 1 throughout
+                                                             if not scale_init_precond)
+        gamma_0 = min(1, 1 / ||g_0||)                        (scale_init_precond)
+
+    and u_k = P_k g_k is computed by the two-loop recursion (O(m) inner products, no matrix).
+    The pair (s_{k-1}, y_{k-1}) is formed at step k from the params and updates of steps k-1
+    and k, so chained before a line search the estimate learns from the step actually taken.
+    u_k is a direction to be scaled by a negative rate (``optjax.lbfgs`` chains ``scale(-1)``
+    and a line search after it). For complex parameters pass the conjugate of jax.grad's
+    gradient as the updates (the steepest-ascent direction).
+
+    Example:
+        >>> tx = optjax.scale_by_lbfgs()
+        >>> u, _ = tx.update(jnp.array([3.0, 4.0]), tx.init(jnp.zeros(2)), jnp.zeros(2))
+        >>> u  # the first step: g / ||g||, as ||g|| = 5 > 1
+        Array([0.6, 0.8], dtype=float32)
+
+    Reference: Liu & Nocedal, "On the limited memory BFGS method for large scale
+    optimization", Mathematical Programming, 1989; Nocedal & Wright, "Numerical Optimization",
+    1999, Algorithms 7.4 and 7.5.
+    """
+    check_positive_int("memory_size", memory_size)
+    if not isinstance(scale_init_precond, bool):
+        raise ValueError(
+            f"scale_init_precond must be True or False, got scale_init_precond="
+            f"{scale_init_precond!r}"
+        )
+    m = int(memory_size)
+
+    def init(params):
+        def stacked(x):  # m zeros shaped like x, built from x (its sharding, on a new axis)
+            zeros = jnp.zeros_like(x, tree.wide_dtype(x))
+            return jnp.broadcast_to(zeros[None], (m, *jnp.shape(x)))
+
+        return ScaleByLBFGSState(
+            count=jnp.zeros([], jnp.int32),
+            params=tree.zeros_like(params),
+            updates=tree.zeros_like(params),
+            diff_params_memory=jax.tree.map(stacked, params),
+            diff_updates_memory=jax.tree.map(stacked, params),
+            weights_memory=jnp.zeros([m], _real_dtype(params)),
+        )
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("scale_by_lbfgs.update needs params (the pairs are their steps)")
+        dtype = state.weights_memory.dtype
+        k = state.count
+        newest, oldest = (k - 1) % m, k % m  # the slot the new pair goes to, the oldest pair
+        started = k > 0  # step 0 has no previous step: its pair stays 0
+
+        def difference(new, old, memory):
+            wide = memory.dtype
+            return jnp.where(started, new.astype(wide) - old.astype(wide), 0).astype(wide)
+
+        s = jax.tree.map(difference, params, state.params, state.diff_params_memory)
+        y = jax.tree.map(difference, updates, state.updates, state.diff_updates_memory)
+        sy = _inner(s, y, dtype)
+        rho = jnp.where(started, _safe_inverse(sy), 0).astype(dtype)
+        s_memory = jax.tree.map(lambda mem, x: mem.at[newest].set(x), state.diff_params_memory, s)
+        y_memory = jax.tree.map(lambda mem, x: mem.at[newest].set(x), state.diff_updates_memory, y)
+        weights = state.weights_memory.at[newest].set(rho)
+
+        if scale_init_precond:
+            yy = tree.sum_of_squares(y).astype(dtype)
+            later = jnp.where(yy > 0, sy * _safe_inverse(yy), 1)
+            norm = tree.global_norm(jax.lax.stop_gradient(updates)).astype(dtype)
+            first = jnp.minimum(1, 1 / norm)  # 1 for a zero gradient (1 / 0 = inf)
+            gamma = jnp.where(started, later, first).astype(dtype)
+        else:
+            gamma = jnp.ones([], dtype)
+
+        direction = _two_loop(updates, s_memory, y_memory, weights, gamma, oldest)
+        new_updates = tree.cast_like(direction, updates)
+        return new_updates, ScaleByLBFGSState(
+            count=tree.safe_increment(k),
+            params=params,
+            updates=updates,
+            diff_params_memory=s_memory,
+            diff_updates_memory=y_memory,
+            weights_memory=weights,
+        )
+
+    # Inner products over all leaves: on FlatBuffers it runs on the views (the memory is
+    # stacked per leaf, which the flat layout's padding does not describe).
+    return per_leaf(GradientTransformation(init, update))
