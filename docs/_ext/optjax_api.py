@@ -184,6 +184,32 @@ def check_coverage(app: Sphinx, env: Any) -> None:
 _STRUCTURE = re.compile(r"^(\.\. |:|[-*+] |\d+\. |>>>)")
 
 
+def escape_bars(app, what, name, obj, options, lines: list[str]) -> None:
+    """Escape ``|`` in prose: docstrings write a modulus as |g|, which reStructuredText would
+    read as a substitution. Literal blocks, doctests and ``inline literals`` keep theirs."""
+    literal_indent = None  # inside a literal block: lines indented past this
+    in_doctest = False
+    for i, line in enumerate(lines):
+        stripped = line.lstrip()
+        indent = len(line) - len(stripped)
+        if not stripped:
+            in_doctest = False
+            continue
+        if literal_indent is not None:
+            if indent > literal_indent:
+                continue
+            literal_indent = None
+        if stripped.startswith(">>>"):
+            in_doctest = True
+        if in_doctest:
+            continue
+        parts = line.split("``")
+        parts[::2] = [part.replace("|", "\\|") for part in parts[::2]]
+        lines[i] = "``".join(parts)
+        if stripped.rstrip().endswith("::"):
+            literal_indent = indent
+
+
 def literal_math_blocks(app, what, name, obj, options, lines: list[str]) -> None:
     """Turn an indented block that follows a plain paragraph into a literal block, so that
     formulas written as aligned plain text keep their lines."""
@@ -278,6 +304,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("optjax-api", OptjaxApi)
     app.connect("autodoc-process-docstring", drop_borrowed_docstrings, priority=400)
     app.connect("autodoc-process-docstring", literal_math_blocks, priority=600)
+    app.connect("autodoc-process-docstring", escape_bars, priority=700)  # after the blocks
     app.connect("autodoc-skip-member", skip_tuple_fields)
     app.connect("autodoc-process-signature", init_signature)
     app.connect("env-check-consistency", check_coverage)
