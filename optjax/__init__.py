@@ -4,6 +4,10 @@ Each optimizer is a pure ``(init, update)`` pair over pytrees, built by chaining
 The protocol and names are optax's; torch.optim's numerics are in ``optjax.torch_compat``.
 """
 
+from optjax import _interrupt
+
+_interrupt.quiet_interrupts_while_starting()  # before the imports below: see optjax._interrupt
+
 from optjax import checkpoint as checkpoint
 from optjax import flat as flat
 from optjax import schedules as schedules

@@ -511,6 +511,54 @@ def test_ctrl_c_while_training_exits_130_with_one_line(tmp_path):
     assert stdout == "" and stderr == f"{cli.PROG}: interrupted\n"
 
 
+# Put on PYTHONPATH as sitecustomize: Python imports it at start-up, and it sends the process a
+# SIGINT the moment anything first imports jax (which the package optjax does on import).
+INTERRUPT_ON_IMPORTING_JAX = """
+import importlib.abc, os, signal, sys
+
+class InterruptOnJax(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "jax":
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, InterruptOnJax())
+"""
+
+
+def test_ctrl_c_while_importing_exits_130_with_one_line(tmp_path):
+    """SIGINT while `python -m optjax.train` still imports jax, before any of the command line's
+    own code runs: status 130, one line, no traceback."""
+    (tmp_path / "sitecustomize.py").write_text(INTERRUPT_ON_IMPORTING_JAX)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    command = [sys.executable, "-m", "optjax.train", "--help"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert done.returncode == 130, done.stderr
+    assert done.stdout == "" and done.stderr == f"{cli.PROG}: interrupted\n"
+
+
+@pytest.mark.parametrize(
+    "argv,cli_started",
+    [
+        (["python", "-m", "optjax.train", "--steps", "5"], True),
+        (["python", "-X", "dev", "-m", "optjax.train"], True),
+        (["python", "-moptjax.train"], True),
+        (["python", "-m", "optjax.train.cli"], False),
+        (["python", "-m", "pytest", "-m", "optjax.train"], False),
+        (["python", "script.py", "-m", "optjax.train"], False),
+        (["python", "-c", "import optjax"], False),
+        (["python"], False),
+    ],
+)
+def test_only_the_command_line_takes_over_ctrl_c_while_importing(argv, cli_started):
+    from optjax import _interrupt
+
+    assert _interrupt.started_as_the_cli(argv) is cli_started
+    assert _interrupt.started_as_the_cli() is False  # this test process: pytest
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_bad_arguments_in_a_subprocess_have_no_traceback(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "OPTJAX_DATA_DIR"}
     env["XDG_CACHE_HOME"] = str(tmp_path)

@@ -32,6 +32,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
 from rich.progress import Progress as RichProgress
 
 import optjax
+from optjax import _interrupt
 from optjax import optimizers as optjax_optimizers
 from optjax.train import launch
 from optjax.train.data import DATASETS, ChecksumError, DataNotFoundError, IDXError, load_dataset
@@ -61,7 +62,7 @@ __all__ = [
     "version_line",
 ]
 
-PROG = "python -m optjax.train"
+PROG = _interrupt.PROG  # "python -m optjax.train"
 TORCH_PREFIX = "torch."
 
 
@@ -772,6 +773,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
     try:
+        _interrupt.restore()  # Ctrl-C from here on: the KeyboardInterrupt caught below
         if args.processes is not None and not launch.is_worker():
             _check_args(args)
             argv = sys.argv[1:] if argv is None else list(argv)
