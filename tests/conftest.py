@@ -1,11 +1,13 @@
 """Test settings: strict dtype promotion, so silent float64 or mixed-precision bugs surface;
 every warning an error; and XLA compiling fast.
 
-Compiling is most of the suite's time (thousands of small programs), so XLA compiles with
-LLVM's optimisations off, set here before JAX starts its backend and inherited by every
-subprocess and notebook kernel the tests start. The programs XLA builds (their operations and
-fusions) are the same; the machine code differs in speed, and in where a multiply-add is
-fused or a loop vectorised, which can move a result by ulps. ``OPTJAX_TEST_XLA_DEFAULTS=1``
+Compiling is most of the suite's time (thousands of small programs), so XLA compiles fast:
+with LLVM's optimisations off, and with XLA:CPU's older elemental emitters for fusions (the
+newer MLIR fusion emitters take three to four times as long to compile a small optimizer step).
+The flags are set here before JAX starts its backend and are inherited by every subprocess and
+notebook kernel the tests start. The programs XLA builds (their operations and fusions) are the
+same; the machine code differs in speed, and in where a multiply-add is fused or a loop
+vectorised, which can move a result by ulps. ``OPTJAX_TEST_XLA_DEFAULTS=1``
 runs the suite with XLA's defaults, as users compile; it should pass too. (Known: one
 flat-vs-tree comparison, torch.RMSprop in tests/test_flat.py, is 9 ulps apart there, against
 the 2 it allows.)"""
@@ -14,6 +16,7 @@ import os
 
 if not os.environ.get("OPTJAX_TEST_XLA_DEFAULTS"):
     fast = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+    fast += " --xla_cpu_use_fusion_emitters=false"
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {fast}".strip()
 
 import jax  # after XLA_FLAGS (read when the backend starts), though importing starts nothing
