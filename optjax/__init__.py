@@ -10,10 +10,12 @@ _interrupt.quiet_interrupts_while_starting()  # before the imports below: see op
 
 from optjax import checkpoint as checkpoint
 from optjax import flat as flat
+from optjax import numerics as numerics
 from optjax import schedules as schedules
 from optjax import sharding as sharding
 from optjax import torch_compat as torch_compat
 from optjax import tree as tree
+from optjax import tree_utils as tree_utils
 from optjax import wrappers as wrappers
 from optjax.base import EmptyState as EmptyState
 from optjax.base import GradientTransformation as GradientTransformation
@@ -31,6 +33,15 @@ from optjax.core import stateless as stateless
 from optjax.flat import FlatBuffers as FlatBuffers
 from optjax.flat import FlatLayout as FlatLayout
 from optjax.flat import flat_transform as flat_transform
+from optjax.numerics import global_norm as global_norm
+from optjax.numerics import incremental_update as incremental_update
+from optjax.numerics import init_empty_state as init_empty_state
+from optjax.numerics import periodic_update as periodic_update
+from optjax.numerics import safe_increment as safe_increment
+from optjax.numerics import safe_int32_increment as safe_int32_increment
+from optjax.numerics import safe_norm as safe_norm
+from optjax.numerics import safe_root_mean_squares as safe_root_mean_squares
+from optjax.numerics import tree_map_params as tree_map_params
 from optjax.optimizers import adabelief as adabelief
 from optjax.optimizers import adadelta as adadelta
 from optjax.optimizers import adafactor as adafactor
@@ -157,6 +168,10 @@ from optjax.transforms.sign import scale_by_sign as scale_by_sign
 from optjax.transforms.torch_forms import ScaleByNadamState as ScaleByNadamState
 from optjax.transforms.torch_forms import scale_by_factored_rms_torch as scale_by_factored_rms_torch
 from optjax.transforms.torch_forms import scale_by_nadam as scale_by_nadam
+from optjax.tree import bias_correction as bias_correction
+from optjax.tree import update_infinity_moment as update_infinity_moment
+from optjax.tree import update_moment as update_moment
+from optjax.tree import update_moment_per_elem_norm as update_moment_per_elem_norm
 from optjax.wrappers import ApplyEvery as ApplyEvery
 from optjax.wrappers import ApplyIfFiniteState as ApplyIfFiniteState
 from optjax.wrappers import AverageParamsState as AverageParamsState
@@ -272,6 +287,7 @@ __all__ = [
     "apply_if_finite",
     "apply_updates",
     "average_params",
+    "bias_correction",
     "centralize",
     "chain",
     "checkpoint",
@@ -291,7 +307,10 @@ __all__ = [
     "flatten",
     "freeze",
     "fromage",
+    "global_norm",
     "identity",
+    "incremental_update",
+    "init_empty_state",
     "inject_hyperparams",
     "inject_stateful_hyperparams",
     "join_schedules",
@@ -320,6 +339,7 @@ __all__ = [
     "partition",
     "per_example_global_norm_clip",
     "per_example_layer_norm_clip",
+    "periodic_update",
     "piecewise_constant_schedule",
     "piecewise_interpolate_schedule",
     "polyak_sgd",
@@ -327,6 +347,10 @@ __all__ = [
     "radam",
     "rmsprop",
     "rprop",
+    "safe_increment",
+    "safe_int32_increment",
+    "safe_norm",
+    "safe_root_mean_squares",
     "scale",
     "scale_by_adadelta",
     "scale_by_adam",
@@ -375,6 +399,10 @@ __all__ = [
     "torch_compat",
     "trace",
     "tree",
+    "tree_map_params",
+    "update_infinity_moment",
+    "update_moment",
+    "update_moment_per_elem_norm",
     "value_and_grad_from_state",
     "warmup_constant_schedule",
     "warmup_cosine_decay_schedule",

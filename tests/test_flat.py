@@ -655,7 +655,7 @@ def test_padding_rows_stay_zero_and_the_steps_match_the_unpadded_layout(name):
     for w, g in zip(want, got, strict=True):
         assert_padding_is_zero(g)
         assert_close(g.unflatten(), w.unflatten(), ulps=8)
-    moments = optjax.tree.get(state, flat.FlatBuffers)
+    moments = optjax.tree.get_by_type(state, flat.FlatBuffers)
     assert moments  # some state is held flat: its padding is zero too
     for moment in moments:
         assert moment.layout == padded

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import itertools
 import pkgutil
 import re
 from types import ModuleType
@@ -77,6 +78,14 @@ def _imported_from(module: ModuleType) -> dict[str, str]:
     return found
 
 
+def _public_home(module_name: str) -> str:
+    """Where a name defined in ``module_name`` is documented: that module, or for a private one
+    (``optjax.contrib._muon``) the public package that holds it (``optjax.contrib``)."""
+    parts = module_name.split(".")
+    public = itertools.takewhile(lambda part: not part.startswith("_"), parts)
+    return ".".join(public)
+
+
 def exports(namespace: str) -> dict[str, str]:
     """The names ``namespace`` re-exports (modules aside), each with the module defining it."""
     module = importlib.import_module(namespace)
@@ -89,23 +98,30 @@ def exports(namespace: str) -> dict[str, str]:
         home = getattr(obj, "__module__", None)
         if not (isinstance(home, str) and home.startswith(ROOT)):
             home = imported.get(name, namespace)
+        home = _public_home(home)
+        if home == ROOT and name in imported:  # defined in a private module of the package
+            home = _public_home(imported[name])  # (optjax._tree_state): where it comes from
         found[name] = home
     return found
 
 
 def own_names(module_name: str) -> list[str]:
-    """The public names a module defines (not those it imports): its ``__all__`` where it has
-    one, else its public functions and classes."""
+    """The public names a module defines (not those it imports, unless from a private module:
+    ``optjax.tree`` re-exports ``optjax._tree_math``'s): its ``__all__`` where it has one, else
+    its public functions and classes."""
     module = importlib.import_module(module_name)
     if hasattr(module, "__all__"):
         imported = _imported_from(module)
-        return [
-            name
-            for name in module.__all__
-            if getattr(getattr(module, name), "__module__", module_name) == module_name
-            and not inspect.ismodule(getattr(module, name))
-            and name not in imported
-        ]
+
+        def own(name: str) -> bool:
+            obj = getattr(module, name)
+            if inspect.ismodule(obj):
+                return False
+            if name in imported:
+                return _is_private(imported[name])
+            return getattr(obj, "__module__", module_name) == module_name
+
+        return [name for name in module.__all__ if own(name)]
     return [
         name
         for name, obj in vars(module).items()

@@ -491,7 +491,7 @@ def scale_by_adadelta(
         e_g = tree.ema(updates, state.e_g, rho, order=2)
 
         def step(g, eg, ex):
-            return tree.scale(g, jnp.sqrt(tree.wide(ex) + eps) / jnp.sqrt(tree.wide(eg) + eps))
+            return tree.scaled(g, jnp.sqrt(tree.wide(ex) + eps) / jnp.sqrt(tree.wide(eg) + eps))
 
         updates = tree.map_like(step, updates, e_g, state.e_x)
         e_x = tree.ema(updates, state.e_x, rho, order=2)

@@ -85,7 +85,7 @@ def normalize_by_update_norm(
         denominator = norm + jnp.asarray(eps, norm.dtype)
         positive = denominator > 0
         factor = jnp.asarray(scale_factor, norm.dtype) / jnp.where(positive, denominator, 1)
-        return tree.scale(updates, jnp.where(positive, factor, 0))
+        return tree.scaled(updates, jnp.where(positive, factor, 0))
 
     return stateless(normalized)
 
@@ -178,7 +178,7 @@ def _scale_gradient_backward(scale, cotangents):
     def scaled(g):
         if g.dtype == jax.dtypes.float0:  # the cotangent of an integer input
             return g
-        return tree.scale(g, scale)  # formed in float32 at least, in the cotangent's dtype
+        return tree.scaled(g, scale)  # formed in float32 at least, in the cotangent's dtype
 
     return jax.tree.map(scaled, cotangents), None  # no gradient for the scale itself
 

@@ -322,7 +322,7 @@ def scale_by_backtracking_linesearch(
             grad=end.grad if store_grad else None,
             info=BacktrackingLinesearchInfo(end.iter_num, end.decrease_error),
         )
-        return tree.scale(updates, eta), new_state
+        return tree.scaled(updates, eta), new_state
 
     return GradientTransformation(init, update)
 
@@ -630,7 +630,7 @@ def scale_by_zoom_linesearch(
             grad=end.grad,
             info=ZoomLinesearchInfo(end.count, end.decrease_error, end.curvature_error),
         )
-        return tree.scale(updates, end.stepsize), new_state
+        return tree.scaled(updates, end.stepsize), new_state
 
     return GradientTransformation(init, update)
 

@@ -95,7 +95,7 @@ def ema(decay: float, debias: bool = True, accumulator_dtype=None) -> GradientTr
         del params
         count = tree.safe_increment(state.count)
         m = tree.ema(updates, state.ema, decay)
-        out = tree.bias_correction(m, decay, count) if debias else m
+        out = tree.debias(m, decay, count) if debias else m
         return tree.cast_like(out, updates), EmaState(count, m)
 
     return GradientTransformation(init, update)

@@ -135,6 +135,6 @@ def scale_by_polyak(
         step = jnp.minimum(
             gap / jnp.where(positive, denominator, 1), jnp.asarray(max_learning_rate, dtype)
         )
-        return tree.scale(updates, jnp.where(positive, step, 0)), state
+        return tree.scaled(updates, jnp.where(positive, step, 0)), state
 
     return GradientTransformation(init, update)

@@ -34,7 +34,7 @@ def scale(step_size: float | jax.Array) -> GradientTransformation:
         Array([-1.,  2.], dtype=float32)
     """
     check_finite("step_size", step_size)
-    return stateless(lambda updates, params: tree.scale(updates, step_size))
+    return stateless(lambda updates, params: tree.scaled(updates, step_size))
 
 
 @flat_ready
@@ -58,7 +58,7 @@ def scale_by_schedule(step_size_fn) -> GradientTransformation:
     def update(updates, state, params=None):
         del params
         step_size = jnp.asarray(step_size_fn(state.count), tree.scalar_dtype())
-        return tree.scale(updates, step_size), ScaleByScheduleState(
+        return tree.scaled(updates, step_size), ScaleByScheduleState(
             tree.safe_increment(state.count)
         )
 

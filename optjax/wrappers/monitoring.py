@@ -197,7 +197,7 @@ def measure_with_ema(
         value = as_float(measure(_measured(updates)))
         count = tree.safe_increment(state.count)
         m = tree.ema(value, state.ema, decay)
-        out = tree.bias_correction(m, decay, count) if debias else m
+        out = tree.debias(m, decay, count) if debias else m
         return tree.cast_like(out, value), EmaState(count, m)
 
     return GradientTransformation(init, update)

@@ -156,7 +156,7 @@ def test_split_buffers_step_like_the_unsharded_flat_and_tree_paths(name, kind):
         for a, b in zip(repacked.buffers, host.buffers, strict=True):
             np.testing.assert_array_equal(b, a)  # so is the stepped buffers'
     split = NamedSharding(m, P("data"))
-    flat_state = optjax.tree.get(state, flat.FlatBuffers)
+    flat_state = optjax.tree.get_by_type(state, flat.FlatBuffers)
     assert flat_state or name == "adafactor"  # moments held flat, split like the params
     for buffers in [*flat_state, updates]:
         for buf in buffers.buffers:
