@@ -9,7 +9,9 @@ from optjax import _interrupt
 _interrupt.quiet_interrupts_while_starting()  # before the imports below: see optjax._interrupt
 
 from optjax import checkpoint as checkpoint
+from optjax import contrib as contrib
 from optjax import flat as flat
+from optjax import microbatching as microbatching
 from optjax import numerics as numerics
 from optjax import schedules as schedules
 from optjax import sharding as sharding
@@ -19,17 +21,90 @@ from optjax import tree_utils as tree_utils
 from optjax import wrappers as wrappers
 from optjax.base import EmptyState as EmptyState
 from optjax.base import GradientTransformation as GradientTransformation
+from optjax.base import MaskOrFn as MaskOrFn
 from optjax.base import OptState as OptState
 from optjax.base import Params as Params
 from optjax.base import ScalarOrSchedule as ScalarOrSchedule
 from optjax.base import Schedule as Schedule
+from optjax.base import TransformInitFn as TransformInitFn
+from optjax.base import TransformUpdateExtraArgsFn as TransformUpdateExtraArgsFn
+from optjax.base import TransformUpdateFn as TransformUpdateFn
 from optjax.base import Updates as Updates
+from optjax.contrib import COCOBState as COCOBState
+from optjax.contrib import DAdaptAdamWState as DAdaptAdamWState
+from optjax.contrib import (
+    DifferentiallyPrivateAggregateState as DifferentiallyPrivateAggregateState,
+)
+from optjax.contrib import DoGState as DoGState
+from optjax.contrib import DoWGState as DoWGState
+from optjax.contrib import GaLoreDimensionNumbers as GaLoreDimensionNumbers
+from optjax.contrib import GaLoreState as GaLoreState
+from optjax.contrib import HutchinsonState as HutchinsonState
+from optjax.contrib import MadgradState as MadgradState
+from optjax.contrib import MechanicState as MechanicState
+from optjax.contrib import MomoAdamState as MomoAdamState
+from optjax.contrib import MomoState as MomoState
+from optjax.contrib import MuonDimensionNumbers as MuonDimensionNumbers
+from optjax.contrib import MuonState as MuonState
+from optjax.contrib import NormalizeState as NormalizeState
+from optjax.contrib import ProdigyState as ProdigyState
+from optjax.contrib import ReduceLROnPlateauState as ReduceLROnPlateauState
+from optjax.contrib import SAMState as SAMState
+from optjax.contrib import ScaleByAdemamixState as ScaleByAdemamixState
+from optjax.contrib import ScaleByDistanceOverGradientsState as ScaleByDistanceOverGradientsState
+from optjax.contrib import ScaleBySimplifiedAdEMAMixState as ScaleBySimplifiedAdEMAMixState
+from optjax.contrib import ScheduleFreeState as ScheduleFreeState
+from optjax.contrib import SophiaState as SophiaState
+from optjax.contrib import SplitRealAndImaginaryArrays as SplitRealAndImaginaryArrays
+from optjax.contrib import SplitRealAndImaginaryState as SplitRealAndImaginaryState
+from optjax.contrib import acprop as acprop
+from optjax.contrib import ademamix as ademamix
+from optjax.contrib import adopt as adopt
+from optjax.contrib import cocob as cocob
+from optjax.contrib import dadapt_adamw as dadapt_adamw
+from optjax.contrib import differentially_private_aggregate as differentially_private_aggregate
+from optjax.contrib import dog as dog
+from optjax.contrib import dowg as dowg
+from optjax.contrib import dpsgd as dpsgd
+from optjax.contrib import galore as galore
+from optjax.contrib import hutchinson_estimator_diag_hessian as hutchinson_estimator_diag_hessian
+from optjax.contrib import madgrad as madgrad
+from optjax.contrib import mechanize as mechanize
+from optjax.contrib import momo as momo
+from optjax.contrib import momo_adam as momo_adam
+from optjax.contrib import muon as muon
+from optjax.contrib import normalize as normalize
+from optjax.contrib import orthogonalize_via_newton_schulz as orthogonalize_via_newton_schulz
+from optjax.contrib import prodigy as prodigy
+from optjax.contrib import reduce_on_plateau as reduce_on_plateau
+from optjax.contrib import sam as sam
+from optjax.contrib import scale_by_acprop as scale_by_acprop
+from optjax.contrib import scale_by_ademamix as scale_by_ademamix
+from optjax.contrib import scale_by_adopt as scale_by_adopt
+from optjax.contrib import scale_by_cocob as scale_by_cocob
+from optjax.contrib import scale_by_distance_over_gradients as scale_by_distance_over_gradients
+from optjax.contrib import scale_by_dog as scale_by_dog
+from optjax.contrib import scale_by_dowg as scale_by_dowg
+from optjax.contrib import scale_by_galore as scale_by_galore
+from optjax.contrib import scale_by_madgrad as scale_by_madgrad
+from optjax.contrib import scale_by_muon as scale_by_muon
+from optjax.contrib import scale_by_shape as scale_by_shape
+from optjax.contrib import scale_by_simplified_ademamix as scale_by_simplified_ademamix
+from optjax.contrib import scale_by_sophia as scale_by_sophia
+from optjax.contrib import schedule_free as schedule_free
+from optjax.contrib import schedule_free_adamw as schedule_free_adamw
+from optjax.contrib import schedule_free_eval_params as schedule_free_eval_params
+from optjax.contrib import schedule_free_sgd as schedule_free_sgd
+from optjax.contrib import simplified_ademamix as simplified_ademamix
+from optjax.contrib import sophia as sophia
+from optjax.contrib import split_real_and_imaginary as split_real_and_imaginary
 from optjax.core import apply_updates as apply_updates
 from optjax.core import chain as chain
 from optjax.core import identity as identity
 from optjax.core import named_chain as named_chain
 from optjax.core import set_to_zero as set_to_zero
 from optjax.core import stateless as stateless
+from optjax.core import stateless_with_tree_map as stateless_with_tree_map
 from optjax.flat import FlatBuffers as FlatBuffers
 from optjax.flat import FlatLayout as FlatLayout
 from optjax.flat import flat_transform as flat_transform
@@ -113,21 +188,28 @@ from optjax.transforms.adaptive_variants import scale_by_belief as scale_by_beli
 from optjax.transforms.adaptive_variants import scale_by_novograd as scale_by_novograd
 from optjax.transforms.adaptive_variants import scale_by_sm3 as scale_by_sm3
 from optjax.transforms.adaptive_variants import scale_by_yogi as scale_by_yogi
+from optjax.transforms.clipping import AdaptiveGradClipState as AdaptiveGradClipState
+from optjax.transforms.clipping import ClipByGlobalNormState as ClipByGlobalNormState
+from optjax.transforms.clipping import ClipState as ClipState
 from optjax.transforms.clipping import adaptive_grad_clip as adaptive_grad_clip
 from optjax.transforms.clipping import clip as clip
 from optjax.transforms.clipping import clip_by_block_rms as clip_by_block_rms
 from optjax.transforms.clipping import clip_by_global_norm as clip_by_global_norm
 from optjax.transforms.clipping import per_example_global_norm_clip as per_example_global_norm_clip
 from optjax.transforms.clipping import per_example_layer_norm_clip as per_example_layer_norm_clip
+from optjax.transforms.clipping import unitwise_clip as unitwise_clip
+from optjax.transforms.clipping import unitwise_norm as unitwise_norm
 from optjax.transforms.factored import FactoredState as FactoredState
 from optjax.transforms.factored import scale_by_factored_rms as scale_by_factored_rms
 from optjax.transforms.factored import scale_by_param_block_rms as scale_by_param_block_rms
+from optjax.transforms.gradient_ops import NonNegativeParamsState as NonNegativeParamsState
 from optjax.transforms.gradient_ops import ZeroNansState as ZeroNansState
 from optjax.transforms.gradient_ops import centralize as centralize
 from optjax.transforms.gradient_ops import keep_params_nonnegative as keep_params_nonnegative
 from optjax.transforms.gradient_ops import normalize_by_update_norm as normalize_by_update_norm
 from optjax.transforms.gradient_ops import scale_gradient as scale_gradient
 from optjax.transforms.gradient_ops import zero_nans as zero_nans
+from optjax.transforms.layerwise import ScaleByTrustRatioState as ScaleByTrustRatioState
 from optjax.transforms.layerwise import scale_by_lars as scale_by_lars
 from optjax.transforms.layerwise import scale_by_param_block_norm as scale_by_param_block_norm
 from optjax.transforms.layerwise import scale_by_trust_ratio as scale_by_trust_ratio
@@ -157,8 +239,10 @@ from optjax.transforms.optimistic import (
     scale_by_optimistic_gradient as scale_by_optimistic_gradient,
 )
 from optjax.transforms.optimistic import scale_by_polyak as scale_by_polyak
+from optjax.transforms.regularization import AddDecayedWeightsState as AddDecayedWeightsState
 from optjax.transforms.regularization import add_decayed_weights as add_decayed_weights
 from optjax.transforms.scaling import ScaleByScheduleState as ScaleByScheduleState
+from optjax.transforms.scaling import ScaleState as ScaleState
 from optjax.transforms.scaling import scale as scale
 from optjax.transforms.scaling import scale_by_learning_rate as scale_by_learning_rate
 from optjax.transforms.scaling import scale_by_schedule as scale_by_schedule
@@ -177,6 +261,7 @@ from optjax.wrappers import ApplyIfFiniteState as ApplyIfFiniteState
 from optjax.wrappers import AverageParamsState as AverageParamsState
 from optjax.wrappers import ConditionallyMaskState as ConditionallyMaskState
 from optjax.wrappers import ConditionallyTransformState as ConditionallyTransformState
+from optjax.wrappers import ConditionFn as ConditionFn
 from optjax.wrappers import GradientTransformationExtraArgs as GradientTransformationExtraArgs
 from optjax.wrappers import Hyperparams as Hyperparams
 from optjax.wrappers import InjectHyperparamsState as InjectHyperparamsState
@@ -189,6 +274,7 @@ from optjax.wrappers import MultiSteps as MultiSteps
 from optjax.wrappers import MultiStepsState as MultiStepsState
 from optjax.wrappers import MultiTransformState as MultiTransformState
 from optjax.wrappers import PartitionState as PartitionState
+from optjax.wrappers import ShouldSkipUpdateFunction as ShouldSkipUpdateFunction
 from optjax.wrappers import SnapshotState as SnapshotState
 from optjax.wrappers import WrappedSchedule as WrappedSchedule
 from optjax.wrappers import apply_every as apply_every
@@ -216,40 +302,67 @@ from optjax.wrappers import with_extra_args_support as with_extra_args_support
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaptiveGradClipState",
+    "AddDecayedWeightsState",
     "AddNoiseState",
     "ApplyEvery",
     "ApplyIfFiniteState",
     "AverageParamsState",
     "BacktrackingLinesearchInfo",
+    "COCOBState",
+    "ClipByGlobalNormState",
+    "ClipState",
+    "ConditionFn",
     "ConditionallyMaskState",
     "ConditionallyTransformState",
+    "DAdaptAdamWState",
+    "DifferentiallyPrivateAggregateState",
+    "DoGState",
+    "DoWGState",
     "EmaState",
     "EmptyState",
     "FactoredState",
     "FlatBuffers",
     "FlatLayout",
+    "GaLoreDimensionNumbers",
+    "GaLoreState",
     "GradientTransformation",
     "GradientTransformationExtraArgs",
+    "HutchinsonState",
     "Hyperparams",
     "InjectHyperparamsState",
     "InjectStatefulHyperparamsState",
     "LookaheadState",
+    "MadgradState",
+    "MaskOrFn",
     "MaskedNode",
     "MaskedState",
+    "MechanicState",
+    "MomoAdamState",
+    "MomoState",
     "MonitorState",
     "MultiSteps",
     "MultiStepsState",
     "MultiTransformState",
+    "MuonDimensionNumbers",
+    "MuonState",
+    "NonNegativeParamsState",
+    "NormalizeState",
     "OptState",
     "Params",
     "PartitionState",
+    "ProdigyState",
+    "ReduceLROnPlateauState",
+    "SAMState",
     "ScalarOrSchedule",
     "ScaleByAdaDeltaState",
     "ScaleByAdamState",
     "ScaleByAdanState",
+    "ScaleByAdemamixState",
     "ScaleByAmsgradState",
     "ScaleByBacktrackingLinesearchState",
     "ScaleByBeliefState",
+    "ScaleByDistanceOverGradientsState",
     "ScaleByLBFGSState",
     "ScaleByLionState",
     "ScaleByNadamState",
@@ -261,15 +374,27 @@ __all__ = [
     "ScaleByRssState",
     "ScaleBySM3State",
     "ScaleByScheduleState",
+    "ScaleBySimplifiedAdEMAMixState",
+    "ScaleByTrustRatioState",
     "ScaleByZoomLinesearchState",
+    "ScaleState",
     "Schedule",
+    "ScheduleFreeState",
+    "ShouldSkipUpdateFunction",
     "SnapshotState",
+    "SophiaState",
+    "SplitRealAndImaginaryArrays",
+    "SplitRealAndImaginaryState",
     "TraceState",
+    "TransformInitFn",
+    "TransformUpdateExtraArgsFn",
+    "TransformUpdateFn",
     "Updates",
     "WrappedSchedule",
     "ZeroNansState",
     "ZoomLinesearchInfo",
     "__version__",
+    "acprop",
     "adabelief",
     "adadelta",
     "adafactor",
@@ -282,6 +407,8 @@ __all__ = [
     "adaptive_grad_clip",
     "add_decayed_weights",
     "add_noise",
+    "ademamix",
+    "adopt",
     "amsgrad",
     "apply_every",
     "apply_if_finite",
@@ -294,12 +421,18 @@ __all__ = [
     "clip",
     "clip_by_block_rms",
     "clip_by_global_norm",
+    "cocob",
     "conditionally_mask",
     "conditionally_transform",
     "constant_schedule",
     "cosine_decay_schedule",
     "cosine_decay_with_warm_restarts",
     "cosine_onecycle_schedule",
+    "dadapt_adamw",
+    "differentially_private_aggregate",
+    "dog",
+    "dowg",
+    "dpsgd",
     "ema",
     "exponential_decay",
     "flat",
@@ -307,7 +440,9 @@ __all__ = [
     "flatten",
     "freeze",
     "fromage",
+    "galore",
     "global_norm",
+    "hutchinson_estimator_diag_hessian",
     "identity",
     "incremental_update",
     "init_empty_state",
@@ -322,20 +457,27 @@ __all__ = [
     "linear_schedule",
     "lion",
     "lookahead",
+    "madgrad",
     "masked",
     "measure_with_ema",
+    "mechanize",
     "microbatch",
+    "momo",
+    "momo_adam",
     "monitor",
     "multi_transform",
+    "muon",
     "nadam",
     "nadamw",
     "named_chain",
     "noisy_sgd",
+    "normalize",
     "normalize_by_update_norm",
     "novograd",
     "optimistic_adam",
     "optimistic_adam_v2",
     "optimistic_gradient_descent",
+    "orthogonalize_via_newton_schulz",
     "partition",
     "per_example_global_norm_clip",
     "per_example_layer_norm_clip",
@@ -344,27 +486,40 @@ __all__ = [
     "piecewise_interpolate_schedule",
     "polyak_sgd",
     "polynomial_schedule",
+    "prodigy",
     "radam",
+    "reduce_on_plateau",
     "rmsprop",
     "rprop",
     "safe_increment",
     "safe_int32_increment",
     "safe_norm",
     "safe_root_mean_squares",
+    "sam",
     "scale",
+    "scale_by_acprop",
     "scale_by_adadelta",
     "scale_by_adam",
     "scale_by_adamax",
     "scale_by_adan",
+    "scale_by_ademamix",
+    "scale_by_adopt",
     "scale_by_amsgrad",
     "scale_by_backtracking_linesearch",
     "scale_by_belief",
+    "scale_by_cocob",
+    "scale_by_distance_over_gradients",
+    "scale_by_dog",
+    "scale_by_dowg",
     "scale_by_factored_rms",
     "scale_by_factored_rms_torch",
+    "scale_by_galore",
     "scale_by_lars",
     "scale_by_lbfgs",
     "scale_by_learning_rate",
     "scale_by_lion",
+    "scale_by_madgrad",
+    "scale_by_muon",
     "scale_by_nadam",
     "scale_by_novograd",
     "scale_by_optimistic_gradient",
@@ -376,13 +531,20 @@ __all__ = [
     "scale_by_rprop",
     "scale_by_rss",
     "scale_by_schedule",
+    "scale_by_shape",
     "scale_by_sign",
+    "scale_by_simplified_ademamix",
     "scale_by_sm3",
+    "scale_by_sophia",
     "scale_by_stddev",
     "scale_by_trust_ratio",
     "scale_by_yogi",
     "scale_by_zoom_linesearch",
     "scale_gradient",
+    "schedule_free",
+    "schedule_free_adamw",
+    "schedule_free_eval_params",
+    "schedule_free_sgd",
     "schedules",
     "selective_transform",
     "set_to_zero",
@@ -391,15 +553,21 @@ __all__ = [
     "sharding",
     "sign_sgd",
     "signum",
+    "simplified_ademamix",
     "skip_large_updates",
     "skip_not_finite",
     "sm3",
     "snapshot",
+    "sophia",
+    "split_real_and_imaginary",
     "stateless",
+    "stateless_with_tree_map",
     "torch_compat",
     "trace",
     "tree",
     "tree_map_params",
+    "unitwise_clip",
+    "unitwise_norm",
     "update_infinity_moment",
     "update_moment",
     "update_moment_per_elem_norm",

@@ -11,12 +11,14 @@ import jax
 __all__ = [
     "EmptyState",
     "GradientTransformation",
+    "MaskOrFn",
     "OptState",
     "Params",
     "ScalarOrSchedule",
     "Schedule",
     "StepCount",
     "TransformInitFn",
+    "TransformUpdateExtraArgsFn",
     "TransformUpdateFn",
     "Updates",
 ]
@@ -41,6 +43,19 @@ class TransformUpdateFn(Protocol):
     def __call__(
         self, updates: Updates, state: OptState, params: Params | None = None
     ) -> tuple[Updates, OptState]: ...
+
+
+class TransformUpdateExtraArgsFn(Protocol):
+    """An update that takes keyword extras: ``update(updates, state, params=None, **extra_args)``
+    (optax's name; every optjax update may take them, see `GradientTransformation`)."""
+
+    def __call__(
+        self, updates: Updates, state: OptState, params: Params | None = None, **extra_args: Any
+    ) -> tuple[Updates, OptState]: ...
+
+
+# A mask: a tree of bools like the params (or a prefix of it), or a function params -> that tree.
+MaskOrFn = Any | Callable[[Params], Any] | None
 
 
 class GradientTransformation(NamedTuple):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +28,7 @@ __all__ = [
     "named_chain",
     "set_to_zero",
     "stateless",
+    "stateless_with_tree_map",
 ]
 
 
@@ -223,6 +225,25 @@ def set_to_zero() -> GradientTransformation:
         Array([0.], dtype=float32)
     """
     return stateless(lambda updates, params: jax.tree.map(jnp.zeros_like, updates))
+
+
+def stateless_with_tree_map(f: Callable[[Any, Any], Any]) -> GradientTransformation:
+    """`stateless` with ``f`` applied leaf by leaf: ``u = f(g, p)`` for each gradient leaf and
+    its parameter (``p`` is None when the update has no params).
+
+    Example:
+        >>> tx = optjax.stateless_with_tree_map(lambda g, p: g * p)
+        >>> p = jnp.array([2.0, 3.0])
+        >>> tx.update(jnp.array([1.0, -1.0]), tx.init(p), p)[0]
+        Array([ 2., -3.], dtype=float32)
+    """
+
+    def per_leaf(updates, params):
+        if params is None:
+            return jax.tree.map(lambda g: f(g, None), updates)
+        return jax.tree.map(f, updates, params)
+
+    return stateless(per_leaf)
 
 
 def apply_updates(params: Params, updates: Updates) -> Params:

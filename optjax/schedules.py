@@ -27,12 +27,30 @@ from optjax._checks import check_choice, check_finite, check_value, concrete
 from optjax.base import Schedule
 from optjax.tree import scalar_dtype, step_as_float
 
+# optax.schedules also holds the wrappers that turn hyperparameters into schedules.
+from optjax.wrappers.hyperparams import InjectHyperparamsState as InjectHyperparamsState
+from optjax.wrappers.hyperparams import inject_hyperparams as inject_hyperparams
+from optjax.wrappers.stateful_hyperparams import (
+    InjectStatefulHyperparamsState as InjectStatefulHyperparamsState,
+)
+from optjax.wrappers.stateful_hyperparams import StatefulSchedule as StatefulSchedule
+from optjax.wrappers.stateful_hyperparams import WrappedSchedule as WrappedSchedule
+from optjax.wrappers.stateful_hyperparams import (
+    inject_stateful_hyperparams as inject_stateful_hyperparams,
+)
+
 __all__ = [
+    "InjectHyperparamsState",
+    "InjectStatefulHyperparamsState",
+    "StatefulSchedule",
+    "WrappedSchedule",
     "constant_schedule",
     "cosine_decay_schedule",
     "cosine_decay_with_warm_restarts",
     "cosine_onecycle_schedule",
     "exponential_decay",
+    "inject_hyperparams",
+    "inject_stateful_hyperparams",
     "join_schedules",
     "linear_onecycle_schedule",
     "linear_schedule",

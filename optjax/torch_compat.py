@@ -38,6 +38,15 @@ from optjax._checks import (
     is_traced,
     is_zero,
 )
+from optjax._torch_more import ASGD as ASGD
+from optjax._torch_more import LBFGS as LBFGS
+from optjax._torch_more import ASGDState as ASGDState
+from optjax._torch_more import LBFGSState as LBFGSState
+from optjax._torch_more import Muon as Muon
+from optjax._torch_more import MuonState as MuonState
+from optjax._torch_more import Rprop as Rprop
+from optjax._torch_more import RpropState as RpropState
+from optjax._torch_more import asgd_average as asgd_average
 from optjax.base import GradientTransformation, ScalarOrSchedule
 from optjax.core import chain, identity
 from optjax.transforms.adaptive import (
@@ -62,16 +71,25 @@ from optjax.transforms.torch_forms import (
 )
 
 __all__ = [
+    "ASGD",
+    "LBFGS",
     "SGD",
+    "ASGDState",
     "Adadelta",
     "Adafactor",
     "Adagrad",
     "Adam",
     "AdamW",
     "Adamax",
+    "LBFGSState",
+    "Muon",
+    "MuonState",
     "NAdam",
     "RAdam",
     "RMSprop",
+    "Rprop",
+    "RpropState",
+    "asgd_average",
 ]
 
 Betas = tuple[float, float]

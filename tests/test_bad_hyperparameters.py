@@ -46,6 +46,14 @@ NOT_NUMERIC = {
     "scale_gradient",
     "per_example_global_norm_clip",
     "per_example_layer_norm_clip",
+    "schedule_free_eval_params",  # (state, params) -> params
+    "split_real_and_imaginary",
+    "normalize",
+    # Functions of arrays, not constructors: their own tests (tests/test_numerics.py,
+    # tests/test_gradient_ops.py) check their arguments.
+    "safe_norm",
+    "unitwise_clip",
+    "unitwise_norm",
 }
 
 # The arguments each constructor needs besides the one under test.
@@ -80,7 +88,15 @@ REQUIRED = {
     "warmup_exponential_decay_schedule": dict(
         init_value=0.0, peak_value=1.0, warmup_steps=2, transition_steps=10, decay_rate=0.5
     ),
+    "orthogonalize_via_newton_schulz": dict(x=jnp.ones((2, 3)), ns_coeffs=(3.4445, -4.775, 2.0315)),
+    "mechanize": dict(base_optimizer=SGD),
+    "schedule_free": dict(base_optimizer=SGD, learning_rate=0.1),
+    "sam": dict(optimizer=SGD, adv_optimizer=SGD),
+    "differentially_private_aggregate": dict(l2_norm_clip=1.0, noise_multiplier=0.1, key=0),
+    "dpsgd": dict(learning_rate=0.1, l2_norm_clip=1.0, noise_multiplier=0.1, seed=0),
 }
+# Arguments that replace another (seed is key's older name): the other is left out of the base.
+REPLACES = {("differentially_private_aggregate", "seed"): "key"}
 LEARNING_RATE = dict(learning_rate=0.1)  # every other constructor: a learning rate at most
 
 # What each argument allows: by name, then (constructor, name) where a name means two things.
@@ -194,6 +210,19 @@ RANGES = {
     ("scale_by_rprop", "learning_rate"): "> 0",
     **{(name, "weight_decay"): "rate" for name in ("lamb", "lars", "scale_by_lars")},
     "betas": "pair",
+    "etas": "pair",
+    "step_sizes": "pair",
+    ("ASGD", "lambd"): ">= 0",
+    ("ASGD", "alpha"): ">= 0",  # the power of eta's decay
+    ("ASGD", "t0"): ">= 0",
+    ("LBFGS", "max_iter"): "int >= 1",
+    ("LBFGS", "max_eval"): "int >= 1",
+    ("LBFGS", "tolerance_grad"): ">= 0",
+    ("LBFGS", "tolerance_change"): ">= 0",
+    ("LBFGS", "history_size"): "int >= 1",
+    ("Muon", "ns_coefficients"): "coeffs",
+    ("Muon", "ns_steps"): "int >= 0",
+    ("Muon", "momentum"): "[0, 1]",
     "boundaries_and_scales": "scales",
     ("Adafactor", "eps"): "pair",
     ("trace", "decay"): "[0, 1]",
@@ -204,6 +233,61 @@ RANGES = {
     ("warmup_exponential_decay_schedule", "decay_rate"): "> 0",
     ("cosine_onecycle_schedule", "transition_steps"): "> 0",
     ("linear_onecycle_schedule", "transition_steps"): "> 0",
+    # optjax.contrib
+    "beta": "[0, 1)",  # muon's and momo's momentum
+    "ns_coeffs": "coeffs",
+    "ns_steps": "int >= 1",
+    "adam_b1": "[0, 1)",
+    "adam_b2": "[0, 1)",
+    "adam_eps_root": ">= 0",
+    "adam_weight_decay": ">= 0",
+    "adam_learning_rate": "rate",
+    "consistent_rms": ">= 0",
+    "beta3": "[0, 1)",
+    "estim_lr0": "> 0",
+    "estim_lr_coef": "> 0",
+    "init_step": "(kind, > 0)",
+    "init_estim_sq_dist": "> 0",
+    "reps_rel": "> 0",
+    "global_scale": "finite",
+    "l2_norm_clip": ">= 0 or inf",
+    "noise_multiplier": ">= 0",
+    "rank": "int >= 1",
+    "update_proj_gap": "int >= 1",
+    "scale": "finite",
+    "random_seed": "int",
+    "s_init": "> 0",
+    "num_betas": "int >= 1",
+    "lower_bound": "finite",
+    "factor": "(0, 1)",
+    "patience": "int >= 0",
+    "cooldown": "int >= 0",
+    "accumulation_size": "int >= 1",
+    "clip_threshold": ">= 0",
+    "update_interval": "int >= 1",
+    "print_win_rate_every_n_steps": "int >= 0",
+    "weight_lr_power": ">= 0",
+    ("mechanize", "eps"): "> 0",  # 0 would divide 0 by 0 at the first step
+    ("scale_by_madgrad", "momentum"): "[0, 1)",
+    ("madgrad", "momentum"): "[0, 1)",
+    ("reduce_on_plateau", "rtol"): "[0, 1]",
+    ("reduce_on_plateau", "min_scale"): "[0, 1]",
+    **{(name, "b3"): "[0, 1) or schedule" for name in ("ademamix", "scale_by_ademamix")},
+    **{
+        (name, "alpha"): "rate"  # a number >= 0 or a schedule
+        for name in (
+            "ademamix",
+            "scale_by_ademamix",
+            "simplified_ademamix",
+            "scale_by_simplified_ademamix",
+        )
+    },
+    **{(name, "alpha"): "> 0" for name in ("cocob", "scale_by_cocob")},
+    **{
+        (name, "b1"): "(0, 1]"
+        for name in ("schedule_free", "schedule_free_sgd", "schedule_free_adamw")
+    },
+    **{(name, "warmup_steps"): "int >= 1" for name in ("schedule_free_sgd", "schedule_free_adamw")},
 }
 
 # Values outside each range; every float argument also refuses NOT_NUMBERS.
@@ -235,6 +319,14 @@ OUTSIDE = {
     ">= 1 or inf": [0.5, 0.0, -math.inf],
     "> 1": [1.0, 0.5],
     ">= 1": [0.5],
+    "[0, 1) or schedule": [1.0, 1.5, -0.1],
+}
+# Each pair's (range of its first, range of its second) and a valid pair.
+PAIRS = {
+    "betas": (("[0, 1)", "[0, 1)"), (0.9, 0.999)),
+    "eps": ((">= 0", "> 0"), (None, 1e-3)),  # torch Adafactor's (eps1 or None, eps2)
+    "etas": (("(0, 1)", "> 1"), (0.5, 1.2)),  # torch Rprop's (etaminus, etaplus)
+    "step_sizes": ((">= 0", ">= 0"), (1e-6, 50.0)),  # torch Rprop's (min, max)
 }
 NOT_INTEGERS = [1.5, 2.0, "3", [3], True, None, math.inf, math.nan, jnp.ones(2)]
 OUTSIDE_INT = {"int >= 1": [0, -1], "int >= 0": [-1], "int": [2**40, -(2**40)]}
@@ -252,6 +344,13 @@ VALID = {
     "optimism": 0.1,
     "end_value": 0.01,
     ("scale_by_factored_rms_torch", "eps"): 1e-3,
+    "weight_decay": 1e-3,
+    "beta3": 0.99,
+    "consistent_rms": 0.2,
+    "adam_learning_rate": 0.1,
+    "init_estim_sq_dist": 1.0,
+    "random_seed": 3,
+    "warmup_steps": 2,
 }
 
 
@@ -269,7 +368,8 @@ def _constructors():
 
 
 def _is_numeric(parameter) -> bool:
-    if parameter.name in ("inner", "opt", "fast_optimizer", "interpolate_type", "linesearch"):
+    transforms = ("inner", "opt", "fast_optimizer", "hessian_diagonal_fn")
+    if parameter.name in (*transforms, "interpolate_type", "linesearch"):
         return False
     default, note = parameter.default, str(parameter.annotation)
     if isinstance(default, bool) or note == "bool":
@@ -290,8 +390,9 @@ def _range(constructor, argument):
     return RANGES.get((constructor, argument), RANGES.get(argument))
 
 
-def _base(name, make):
+def _base(name, make, argument=None):
     base = dict(REQUIRED.get(name, {}))
+    base.pop(REPLACES.get((name, argument)), None)
     parameters = inspect.signature(make).parameters
     if not base and "learning_rate" in parameters:
         if parameters["learning_rate"].default is inspect.Parameter.empty:
@@ -310,7 +411,7 @@ def _bad_values(kind, optional):
         values = NOT_NUMBERS + OUTSIDE[kind]
         if kind.endswith("or inf"):  # +inf is allowed there (e.g. curv_rtol=inf: no condition)
             values = [v for v in values if not (isinstance(v, float) and v == math.inf)]
-        if kind != "rate":
+        if kind not in ("rate", "[0, 1) or schedule"):
             values = [*values, lambda count: 0.5]  # a schedule, where only a number is allowed
     return [v for v in values if not (v is None and optional)]
 
@@ -325,9 +426,24 @@ def _cases():
             for bad in _bad_values(">= 0", optional=False):
                 yield name, make, {p.name: {5: bad}}, f"{p.name}[5]", bad
             continue
-        if kind == "pair":  # betas=(b1, b2) and torch Adafactor's eps=(eps1 or None, eps2)
-            first, second = ("[0, 1)", "[0, 1)") if p.name == "betas" else (">= 0", "> 0")
-            valid = (0.9, 0.999) if p.name == "betas" else (None, 1e-3)
+        if kind == "coeffs":  # Newton-Schulz coefficients: (a, b, c), rows of them, or a preset
+            for bad in NOT_NUMBERS:
+                if name == "Muon":  # torch's preset names the coefficient it refuses
+                    yield name, make, {p.name: (bad, -4.775, 2.0315)}, f"{p.name}[0]", bad
+                else:
+                    yield name, make, {p.name: (bad, -4.775, 2.0315)}, p.name, (bad, -4.775, 2.0315)
+            for bad in ["bad", 3.4445, (3.4445, -4.775), [[1.0, 2.0]], (), None]:
+                yield name, make, {p.name: bad}, p.name, bad
+            continue
+        if kind == "(kind, > 0)":  # DoG's init_step=(kind, value)
+            for bad in _bad_values("> 0", optional=False):
+                yield name, make, {p.name: ("distance", bad)}, f"{p.name}[1]", bad
+            yield name, make, {p.name: ("far", 1.0)}, f"{p.name}[0]", "far"
+            for bad in [1.0, "distance", ("distance", 1.0, 2.0), None]:
+                yield name, make, {p.name: bad}, p.name, bad
+            continue
+        if kind == "pair":  # betas=(b1, b2), torch Adafactor's eps=(eps1 or None, eps2), ...
+            (first, second), valid = PAIRS[p.name]
             for bad in _bad_values(first, optional=p.name == "eps"):
                 yield name, make, {p.name: (bad, valid[1])}, f"{p.name}[0]", bad
             for bad in _bad_values(second, optional=False):
@@ -362,7 +478,7 @@ def test_bad_values_raise_naming_the_argument_and_value(name, argument, make, ca
     problems = []
     for kwargs, bad in cases:
         try:
-            make(**{**_base(name, make), **kwargs})
+            make(**{**_base(name, make, argument), **kwargs})
         except ValueError as error:
             message = str(error)
             shown = f"{argument}={bad!r}" if not callable(bad) else f"{argument}=<function"
@@ -394,16 +510,26 @@ def _traced_cases():
 
 def _use(name, tx):
     """Something that depends on the constructed transform or schedule, to return from a trace."""
+    if name == "orthogonalize_via_newton_schulz":  # a function of a matrix: its result
+        return tx
     if not hasattr(tx, "init"):  # a schedule
         return tx(jnp.int32(3))
-    params = {"w": jnp.ones(3)}
+    matrices = ("muon", "scale_by_muon", "scale_by_shape", "galore", "scale_by_galore", "Muon")
+    params = {"w": jnp.ones((2, 3) if name in matrices else 3)}
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
+    f = lambda p: jnp.sum(p["w"] ** 2)
     extras = {}
-    if name in ("lbfgs", "scale_by_backtracking_linesearch", "scale_by_zoom_linesearch"):
-        f = lambda p: jnp.sum(p["w"] ** 2)  # line searches try the objective
-        extras = dict(value=f(params), grad=jax.grad(f)(params), value_fn=f)
-    elif name in ("polyak_sgd", "scale_by_polyak"):
-        extras = dict(value=jnp.float32(2.0))  # Polyak's step needs the loss
-    updates, _ = tx.update({"w": jnp.full(3, 0.5)}, tx.init(params), params, **extras)
+    if name == "LBFGS":  # torch's form: the update evaluates the objective itself
+        extras = dict(value_fn=f)
+    elif name in ("lbfgs", "scale_by_backtracking_linesearch", "scale_by_zoom_linesearch"):
+        extras = dict(value=f(params), grad=jax.grad(f)(params), value_fn=f)  # tries f
+    elif name in ("polyak_sgd", "scale_by_polyak", "momo", "momo_adam", "reduce_on_plateau"):
+        extras = dict(value=jnp.float32(2.0))  # these steps need the loss
+    elif name in ("sophia", "scale_by_sophia", "hutchinson_estimator_diag_hessian"):
+        extras = dict(obj_fn=f)  # Hutchinson's estimate differentiates the loss
+    elif name in ("differentially_private_aggregate", "dpsgd"):
+        grads = {"w": jnp.full((2, 3), 0.5)}  # per-example gradients: 2 examples
+    updates, _ = tx.update(grads, tx.init(params), params, **extras)
     return updates["w"]
 
 
@@ -413,6 +539,11 @@ def test_traced_values_are_accepted(name, make, parameter):
     then one update (or the schedule at a step) traced too: nothing is compiled."""
     kind = _range(name, parameter.name)
     value = None if kind == "scales" else _valid(name, parameter)
+    if kind == "(kind, > 0)":  # the value traced, its kind a string
+        jax.make_jaxpr(
+            lambda v: _use(name, make(**{**_base(name, make), parameter.name: (value[0], v)}))
+        )(jnp.float32(value[1]))
+        return
     if kind == "pair":
         first = value[0] if value[0] is not None else 1e-3
 
@@ -429,7 +560,7 @@ def test_traced_values_are_accepted(name, make, parameter):
     dtype = jnp.int32 if kind.startswith("int") else jnp.float32
 
     def build(v):
-        return _use(name, make(**{**_base(name, make), parameter.name: v}))
+        return _use(name, make(**{**_base(name, make, parameter.name), parameter.name: v}))
 
     jax.make_jaxpr(build)(jnp.asarray(value, dtype))
 

@@ -263,7 +263,7 @@ def test_real_torch_compat_presets_resolve():
         (
             ["--optimizer", "torch.Betas"],
             2,
-            "unknown torch preset 'torch.Betas'; choose from torch.Adadelta",
+            "unknown torch preset 'torch.Betas'; choose from torch.ASGD, torch.Adadelta",
         ),
         (["--model", "mlp", "--channels", "8,16"], 2, "--channels applies to --model cnn only"),
         (["--model", "mlp", "--dropout", "0.2"], 2, "--dropout applies to --model cnn only"),

@@ -26,6 +26,20 @@ class Row(NamedTuple):
     rosenbrock: tuple[float, int]  # (learning rate, steps) to reach Rosenbrock's minimum
 
 
+def batch_of_one() -> optjax.GradientTransformation:
+    """Ordinary gradients as the per-example gradients of a batch of one (a flat-ready reshape,
+    so a DP row runs on the flat layout too)."""
+    return optjax.flat.mark_flat_ready(
+        optjax.stateless(lambda g, p: jax.tree.map(lambda x: x[None], g))
+    )
+
+
+def gauss_newton_diagonal() -> optjax.GradientTransformation:
+    """A Hessian-diagonal estimate that needs no objective function: g * g (Sophia-G's, for a
+    batch of one), so that Sophia runs where only gradients are passed."""
+    return optjax.stateless(lambda g, p: jax.tree.map(lambda x: x * x, g))
+
+
 ROWS = {
     "sgd": Row(lambda lr: optjax.sgd(lr), (0.3, 300), (1e-3, 20000)),
     "sgd_momentum": Row(lambda lr: optjax.sgd(lr, momentum=0.9), (0.03, 300), (1e-3, 2000)),
@@ -75,6 +89,67 @@ ROWS = {
     "optimistic_adam_v2": Row(lambda lr: optjax.optimistic_adam_v2(lr), (0.1, 300), (3e-3, 5000)),
     # With a line search its update needs value=, grad= and value_fn= (tests/test_lbfgs.py).
     "lbfgs": Row(lambda lr: optjax.lbfgs(lr, linesearch=None), (0.5, 50), (0.5, 200)),
+    # optax.contrib's. AdEMAMix's slow momentum needs b3 = 0.999 within a few thousand steps (the
+    # paper's advice for short runs); Simplified AdEMAMix's momentum is a sum, its steps
+    # 1 / (1 - b1) times Adam's. ACProp's denominator is the step before's: at Rosenbrock's
+    # start the y-gradient is 0, and eps = 1e-2 bounds the second step. Muon and GaLore send
+    # these vector problems to their Adam fallbacks; their dtype, recompilation and wrapper
+    # checks run a (4, 3) matrix through Newton-Schulz and the projection.
+    "adopt": Row(lambda lr: optjax.adopt(lr), (0.3, 300), (0.1, 2000)),
+    "ademamix": Row(lambda lr: optjax.ademamix(lr, b3=0.999), (0.3, 1000), (0.1, 2000)),
+    "simplified_ademamix": Row(
+        lambda lr: optjax.simplified_ademamix(lr, b1=0.9), (3e-3, 300), (1e-2, 2000)
+    ),
+    "madgrad": Row(lambda lr: optjax.madgrad(lr), (0.03, 300), (1e-3, 3000)),
+    "acprop": Row(lambda lr: optjax.acprop(lr, eps=1e-2), (0.03, 300), (1e-3, 10000)),
+    "muon": Row(lambda lr: optjax.muon(lr), (0.1, 300), (1e-2, 2000)),
+    "galore": Row(lambda lr: optjax.galore(lr), (0.1, 300), (1e-2, 2000)),
+    # Schedule-free SGD is stable at rates plain SGD is not (the quadratic's 4 x2^2 limits SGD
+    # to lr < 0.5): the gradient is taken at y, near the average x.
+    "schedule_free_sgd": Row(lambda lr: optjax.schedule_free_sgd(lr), (1.0, 1000), (1e-2, 5000)),
+    "schedule_free_adamw": Row(lambda lr: optjax.schedule_free_adamw(lr), (0.3, 300), (3e-2, 5000)),
+    # The learning-rate-free methods estimate their step: the rate multiplies it, and the rows
+    # raise the initial estimate (d_0, r_eps, s_init) so that the 5-step checks see the rate
+    # act. COCOB's steps do not depend on the gradient's scale: its rate is 1 / alpha, its
+    # first step.
+    "prodigy": Row(lambda lr: optjax.prodigy(lr, estim_lr0=1e-3), (1.0, 300), (0.1, 10000)),
+    "dadapt_adamw": Row(
+        lambda lr: optjax.dadapt_adamw(lr, estim_lr0=1e-3), (1.0, 300), (0.3, 1000)
+    ),
+    "dog": Row(lambda lr: optjax.dog(lr, init_step=("distance", 1e-3)), (1.0, 1000), (0.3, 10000)),
+    "dowg": Row(lambda lr: optjax.dowg(lr), (1.0, 300), (0.1, 10000)),
+    "cocob": Row(lambda lr: optjax.cocob(alpha=1 / lr), (0.01, 300), (0.01, 30000)),
+    "mechanize": Row(
+        lambda lr: optjax.mechanize(optjax.adam(lr), s_init=1e-3), (0.1, 1000), (0.1, 50000)
+    ),
+    # SAM stops within about rho of the minimum (its ascent never vanishes): rho is small.
+    # Sophia's steps are mostly clipped (sign descent, which cycles at a constant rate): its
+    # rate decays, and its Hessian estimate is g * g, which needs no objective function.
+    "sam": Row(
+        lambda lr: optjax.sam(
+            optjax.sgd(lr, momentum=0.9), optjax.chain(optjax.normalize(), optjax.sgd(1e-3))
+        ),
+        (0.03, 600),
+        (1e-3, 4000),
+    ),
+    "sophia": Row(
+        lambda lr: optjax.sophia(
+            optjax.exponential_decay(lr, 200, 0.5),
+            hessian_diagonal_fn=gauss_newton_diagonal(),
+            update_interval=1,
+        ),
+        (0.1, 2000),
+        (1e-2, 3000),
+    ),
+    # DP-SGD on the table's gradients taken as a batch of one example, clipped to norm 1 (which
+    # binds on Rosenbrock), without noise (which no fixed bar would survive).
+    "dpsgd": Row(
+        lambda lr: optjax.chain(
+            batch_of_one(), optjax.dpsgd(lr, l2_norm_clip=1.0, noise_multiplier=0.0, seed=0)
+        ),
+        (0.3, 300),
+        (1e-3, 20000),
+    ),
     "torch.SGD": Row(lambda lr: tc.SGD(lr, momentum=0.9, dampening=0.1), (0.03, 300), (1e-3, 2000)),
     "torch.Adam": Row(lambda lr: tc.Adam(lr, amsgrad=True), (0.1, 300), (1e-2, 5000)),
     "torch.AdamW": Row(lambda lr: tc.AdamW(lr), (0.1, 300), (3e-3, 5000)),

@@ -17,7 +17,7 @@ from test_schedules import CASE_IDS, CASES
 import optjax
 
 INT32_MAX = int(np.iinfo(np.int32).max)
-COUNT_NAMES = ("count", "gradient_step")
+COUNT_NAMES = ("count", "gradient_step", "step_count", "count_m2", "t")
 
 TABLE = {name: row.make for name, row in ROWS.items()}
 TABLE |= {

@@ -9,6 +9,7 @@ elementwise comparisons allow 2 ulps of the leaf's dtype, the ones with reductio
 another order) 8.
 """
 
+import functools
 import inspect
 import re
 
@@ -17,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from test_conformance import ROWS as CONFORMANCE_ROWS
+from test_conformance import gauss_newton_diagonal
 
 import optjax
 from optjax import flat
@@ -118,6 +120,72 @@ WITH_REDUCTIONS = {
 }
 
 
+# lr -> the conformance row's optimizer with eps = 0, where the padding's 0 / 0 is NaN (None: it
+# has no eps).
+EPS_ZERO = {
+    "sgd": None,
+    "sgd_momentum": None,
+    "sgd_nesterov": None,
+    "adagrad": lambda lr: optjax.adagrad(lr, initial_accumulator_value=0.0, eps=0.0),
+    "adadelta": lambda lr: optjax.adadelta(lr, eps=0.0),
+    "rmsprop": lambda lr: optjax.rmsprop(lr, eps=0.0),
+    "rmsprop_centered": lambda lr: optjax.rmsprop(lr, eps=0.0, centered=True, momentum=0.5),
+    "adam": lambda lr: optjax.adam(lr, eps=0.0),
+    "adamw": lambda lr: optjax.adamw(lr, eps=0.0, weight_decay=1e-4),
+    "nadam": lambda lr: optjax.nadam(lr, eps=0.0),
+    "nadamw": lambda lr: optjax.nadamw(lr, eps=0.0, weight_decay=1e-4),
+    "amsgrad": lambda lr: optjax.amsgrad(lr, eps=0.0),
+    "adamax": lambda lr: optjax.adamax(lr, eps=0.0),
+    "adamaxw": lambda lr: optjax.adamaxw(lr, eps=0.0, weight_decay=1e-4),
+    "radam": lambda lr: optjax.radam(lr, eps=0.0),
+    "lion": None,
+    "adafactor": lambda lr: optjax.adafactor(lr, eps=0.0, multiply_by_parameter_scale=False),
+    "adabelief": lambda lr: optjax.adabelief(lr, eps=0.0, eps_root=0.0),
+    "adan": lambda lr: optjax.adan(lr, eps=0.0, eps_root=0.0),
+    "yogi": lambda lr: optjax.yogi(lr, eps=0.0),
+    "novograd": lambda lr: optjax.novograd(lr, eps=0.0),
+    "sm3": None,
+    "lamb": lambda lr: optjax.lamb(lr, eps=0.0),
+    "lars": None,
+    "fromage": lambda lr: optjax.fromage(lr, min_norm=0.0),
+    "sign_sgd": None,
+    "signum": None,
+    "rprop": None,
+    "noisy_sgd": None,
+    "optimistic_gradient_descent": None,
+    "optimistic_adam": lambda lr: optjax.optimistic_adam(lr, eps=0.0),
+    "optimistic_adam_v2": lambda lr: optjax.optimistic_adam_v2(lr, eps=0.0),
+    "lbfgs": None,
+    "adopt": lambda lr: optjax.adopt(lr, eps=0.0),
+    "ademamix": lambda lr: optjax.ademamix(lr, b3=0.999, eps=0.0),
+    "simplified_ademamix": lambda lr: optjax.simplified_ademamix(lr, b1=0.9, eps=0.0),
+    "madgrad": lambda lr: optjax.madgrad(lr, eps=0.0),
+    "acprop": lambda lr: optjax.acprop(lr, eps=0.0),
+    "muon": lambda lr: optjax.muon(lr, eps=0.0),
+    "galore": lambda lr: optjax.galore(lr, base_optimizer=optjax.adam(lr, eps=0.0)),
+    "schedule_free_sgd": None,
+    "schedule_free_adamw": lambda lr: optjax.schedule_free_adamw(lr, eps=0.0),
+    "prodigy": lambda lr: optjax.prodigy(lr, estim_lr0=1e-3, eps=0.0),
+    "dadapt_adamw": lambda lr: optjax.dadapt_adamw(lr, estim_lr0=1e-3, eps=0.0),
+    "dog": lambda lr: optjax.dog(lr, init_step=("distance", 1e-3), eps=0.0),
+    "dowg": lambda lr: optjax.dowg(lr, init_estim_sq_dist=1e-6, eps=0.0),
+    "cocob": lambda lr: optjax.cocob(alpha=1 / lr, eps=0.0),
+    "mechanize": None,  # its eps must be > 0 (0 / 0 at the first step)
+    "sam": None,
+    "sophia": lambda lr: optjax.sophia(lr, hessian_diagonal_fn=gauss_newton_diagonal(), eps=0.0),
+    "dpsgd": None,
+    "torch.SGD": None,
+    "torch.Adam": lambda lr: tc.Adam(lr, eps=0.0, amsgrad=True),
+    "torch.AdamW": lambda lr: tc.AdamW(lr, eps=0.0),
+    "torch.NAdam": lambda lr: tc.NAdam(lr, eps=0.0),
+    "torch.RAdam": lambda lr: tc.RAdam(lr, eps=0.0),
+    "torch.Adagrad": lambda lr: tc.Adagrad(lr, eps=0.0),
+    "torch.Adadelta": lambda lr: tc.Adadelta(lr, eps=0.0),
+    "torch.Adamax": lambda lr: tc.Adamax(lr, eps=0.0),
+    "torch.RMSprop": lambda lr: tc.RMSprop(lr, eps=0.0),
+    "torch.Adafactor": lambda lr: tc.Adafactor(lr, eps=(0.0, 1e-3)),
+}
+
 # Transforms that need each leaf on its own run on the flat layout's views (optjax.flat.per_leaf).
 PER_LEAF = {
     "masked_adam": lambda: optjax.masked(optjax.adam(1e-2), weight_mask),
@@ -130,13 +198,85 @@ PER_LEAF = {
 }
 
 
-def assert_flat_matches_tree(make_tx, ulps):
+def side_by_side(tx, layout):
+    """``run(params, grads)``: ``tx`` stepped on the tree path and on the flat path (``layout``),
+    each step jitted with params and state donated (one program per path, whatever the steps or
+    gradients), the flat path's padding checked to be zero after every step. Returns the params
+    after each step on both paths, the flat ones unflattened."""
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def step(params, state, g):
+        updates, state = tx.update(g, state, params)
+        return optjax.apply_updates(params, updates), state, updates
+
+    def run(params, grads):
+        out = []
+        for pack in (None, layout.flatten):
+            p = params if pack is None else pack(params)
+            # Fresh copies: the step donates them (and some inits share one zeros array).
+            p, state = jax.tree.map(jnp.copy, (p, tx.init(p)))
+            steps = []
+            for g in grads:
+                p, state, updates = step(p, state, g if pack is None else pack(g))
+                if pack is not None:
+                    assert_padding_zero(layout, (updates, p, state))
+                # A host copy: the next step donates p.
+                steps.append(jax.tree.map(np.asarray, p if pack is None else p.unflatten()))
+            out.append(steps)
+        return out
+
+    return run
+
+
+def padding_of(layout, buffers):
+    """Every padding element (partial last rows, padding rows) of each buffer of ``layout``,
+    each buffer of shape (size,) or (steps, size)."""
+    out = []
+    for group, buf in zip(layout.groups, buffers):
+        if buf is None or np.shape(buf)[-1:] != (group.size,):
+            continue  # not a buffer of the group's elements (a per-leaf statistic, say)
+        valid = np.zeros(group.size, bool)
+        for size, row in zip(group.sizes, group.row_starts):
+            valid[row * group.block : row * group.block + size] = True
+        out.append(np.asarray(buf, np.float32)[..., ~valid])
+    return out
+
+
+def assert_padding_zero(layout, raw):
+    """Every FlatBuffers of ``layout`` in ``raw`` has exact zeros in its padding."""
+    found = jax.tree.leaves(raw, is_leaf=lambda x: isinstance(x, flat.FlatBuffers))
+    checked = 0
+    for fb in found:
+        if isinstance(fb, flat.FlatBuffers) and fb.layout == layout:
+            for pad in padding_of(layout, fb.buffers):
+                np.testing.assert_array_equal(pad, 0.0)
+                checked += pad.size
+    assert checked > 0
+
+
+# make_params's float32 group has a partial last row per leaf and, with row_multiple=5, padding
+# rows at its end: every test of a transform here checks their padding stays exactly zero.
+LAYOUT = flat.FlatLayout.of(make_params(), row_multiple=5)
+
+
+def assert_flat_matches_tree(make_tx, ulps, zero_grads=True):
+    """``make_tx()`` on both paths, 4 steps of random gradients (and, with ``zero_grads``, 4 of
+    zero gradients through the same program): the params agree to ``ulps`` at every step, and
+    the flat updates, params and state keep zero padding."""
     params = make_params()
+    run = side_by_side(make_tx(), LAYOUT)
     grads = make_grads(params, 4)
-    want = trajectory(make_tx(), params, grads)
-    got = trajectory(make_tx(), params, grads, pack=flat.FlatLayout.of(params).flatten)
-    for w, g in zip(want, got):
-        assert_close(g, w, ulps=ulps)
+    for g in (grads, jax.tree.map(jnp.zeros_like, grads)) if zero_grads else (grads,):
+        tree_ps, flat_ps = run(params, g)
+        for want, got in zip(tree_ps, flat_ps, strict=True):
+            assert_close(got, want, ulps=ulps)
+
+
+def test_layout_has_partial_and_padding_rows():
+    group = LAYOUT.groups[0]
+    assert group.rows > group.leaf_rows  # padding rows
+    assert any(size % group.block for size in group.sizes)  # partial rows
+    assert sum(pad.size for pad in padding_of(LAYOUT, LAYOUT.flatten(make_params()).buffers)) > 16
 
 
 @pytest.mark.parametrize("name", sorted(ELEMENTWISE))
@@ -148,6 +288,18 @@ def test_elementwise_optimizers_match_tree_path(name):
 def test_every_conformance_row_matches_tree_path(name):
     ulps = 8 if "adafactor" in name.lower() else 2  # per-leaf sums, in another order
     assert_flat_matches_tree(lambda: CONFORMANCE_ROWS[name].make(1e-2), ulps=ulps)
+
+
+@pytest.mark.parametrize("name", sorted(n for n in CONFORMANCE_ROWS if EPS_ZERO[n] is not None))
+def test_eps_zero_keeps_the_padding_zero_and_a_global_norm_after_it_finite(name):
+    """With eps = 0 the padding's 0 / 0 is NaN unless it is zeroed: a global reduction after it
+    (clip_by_global_norm) would turn every update NaN."""
+    tx = lambda: optjax.chain(EPS_ZERO[name](1e-2), optjax.clip_by_global_norm(1e-3))
+    assert_flat_matches_tree(tx, ulps=8, zero_grads=False)
+
+
+def test_every_conformance_row_has_its_eps_zero_variant_named():
+    assert sorted(EPS_ZERO) == sorted(CONFORMANCE_ROWS)
 
 
 @pytest.mark.parametrize("name", sorted(WITH_REDUCTIONS))
@@ -427,6 +579,7 @@ def public_transforms():
         "clip_by_block_rms": (1.0,),
         "ema": (0.9,),
         "stateless": None,  # made from any function: not flat-ready unless declared
+        "stateless_with_tree_map": None,
         "masked": (optjax.sgd(0.1), weight_mask),
         "freeze": (weight_mask,),
         "multi_transform": ({"a": optjax.sgd(0.1)}, lambda p: jax.tree.map(lambda _: "a", p)),

@@ -492,3 +492,24 @@ def test_traced_hyperparameters_are_accepted():
         return outs
 
     jax.make_jaxpr(build)(jnp.float32(0.5))
+
+
+@pytest.mark.parametrize("shape", [(5,), (4, 3), (2, 4, 3), (3, 3, 2, 4), (2, 2, 2, 3, 4)])
+def test_unitwise_norm_and_clip_match_optax(shape, standard_promotion):
+    rng = np.random.default_rng(len(shape))
+    g = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    norm = optjax.unitwise_norm(g)
+    np.testing.assert_allclose(norm, optax.transforms.unitwise_norm(g), rtol=1e-6)
+    max_norm = jnp.full(shape, float(np.median(np.asarray(norm))))  # clips about half
+    np.testing.assert_allclose(
+        optjax.unitwise_clip(norm, max_norm, g),
+        optax.transforms.unitwise_clip(norm, max_norm, g),
+        rtol=1e-6,
+    )
+
+
+def test_unitwise_clip_refuses_arrays_of_other_shapes():
+    g = jnp.ones((4, 3))
+    for norm in (jnp.ones((1, 3)), jnp.ones(3), jnp.ones((4, 3, 1))):
+        with pytest.raises(ValueError, match="one shape"):
+            optjax.unitwise_clip(norm, norm, g)

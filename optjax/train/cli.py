@@ -94,6 +94,11 @@ def _torch_compat():
         return None
 
 
+# Presets the training loop cannot drive: LBFGS evaluates the loss itself (its update takes
+# value_fn=), torch.optim.Muon takes matrices only (a model's biases need another optimizer).
+NOT_FOR_TRAINING = ("LBFGS", "Muon")
+
+
 def torch_presets() -> list[str]:
     """The torch.optim presets usable by name ("torch.Adam", ...): optjax.torch_compat's
     optimizer functions (none where that module is not available)."""
@@ -103,7 +108,7 @@ def torch_presets() -> list[str]:
     return sorted(
         TORCH_PREFIX + n
         for n, f in vars(module).items()
-        if n[:1].isupper() and inspect.isfunction(f)
+        if n[:1].isupper() and inspect.isfunction(f) and n not in NOT_FOR_TRAINING
     )
 
 

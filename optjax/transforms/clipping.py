@@ -12,18 +12,26 @@ import numpy as np
 
 from optjax import tree
 from optjax._checks import as_number, check_nonnegative, check_positive, is_traced
-from optjax.base import GradientTransformation
+from optjax.base import EmptyState, GradientTransformation
 from optjax.core import stateless
 from optjax.flat import flat_ready, per_leaf
 
 __all__ = [
+    "AdaptiveGradClipState",
+    "ClipByGlobalNormState",
+    "ClipState",
     "adaptive_grad_clip",
     "clip",
     "clip_by_block_rms",
     "clip_by_global_norm",
     "per_example_global_norm_clip",
     "per_example_layer_norm_clip",
+    "unitwise_clip",
+    "unitwise_norm",
 ]
+
+# optax's names for the states of these stateless transforms.
+ClipState = AdaptiveGradClipState = ClipByGlobalNormState = EmptyState
 
 
 @flat_ready
@@ -144,6 +152,45 @@ def _unit_axes(x: jax.Array, axis: Axes | None) -> Axes | None:
 def _unit_norms(x: jax.Array, axes: Axes | None) -> jax.Array:
     """The l2 norm of each unit of ``x`` (in x's compute dtype), broadcastable against x."""
     return jnp.sqrt(jnp.sum(tree.abs_square(x), axis=axes, keepdims=True))
+
+
+def unitwise_norm(x: jax.Array, axis: Axes | None = None) -> jax.Array:
+    """The l2 norm of each unit of ``x`` (a unit as `adaptive_grad_clip` takes it: ``axis`` if
+    given, else by the rank), broadcast back to ``x``'s shape, in x's compute dtype.
+
+    Example:
+        >>> optjax.unitwise_norm(jnp.array([[3.0, 1.0], [4.0, 0.0]]))   # rank 2: per column
+        Array([[5., 1.],
+               [5., 1.]], dtype=float32)
+    """
+    _check_axes("axis", axis)
+    x = jnp.asarray(x)
+    return jnp.broadcast_to(_unit_norms(x, _unit_axes(x, axis)), x.shape)
+
+
+def unitwise_clip(
+    g_norm: jax.Array, max_norm: jax.Array, grad: jax.Array, div_eps: float = 1e-6
+) -> jax.Array:
+    """``grad`` where ``g_norm < max_norm``, else ``grad * max_norm / max(g_norm, div_eps)``:
+    each unit scaled down to ``max_norm`` (the three arrays of one shape, as `unitwise_norm`
+    gives them; ``div_eps`` only keeps a zero norm from dividing).
+
+    Example:
+        >>> g = jnp.array([6.0, 8.0])
+        >>> optjax.unitwise_clip(optjax.unitwise_norm(g), jnp.full(2, 5.0), g)
+        Array([3., 4.], dtype=float32)
+    """
+    g_norm, max_norm, grad = jnp.asarray(g_norm), jnp.asarray(max_norm), jnp.asarray(grad)
+    if not g_norm.shape == max_norm.shape == grad.shape:
+        raise ValueError(
+            "unitwise_clip: g_norm, max_norm and grad must have one shape, got "
+            f"{g_norm.shape}, {max_norm.shape} and {grad.shape}"
+        )
+    dtype = tree.compute_dtype(g_norm.dtype, max_norm.dtype)
+    g_norm, max_norm = g_norm.astype(dtype), max_norm.astype(dtype)
+    factor = max_norm / jnp.maximum(g_norm, jnp.asarray(div_eps, dtype))
+    clipped = (tree.wide(grad) * factor.astype(tree.compute_dtype(grad.dtype))).astype(grad.dtype)
+    return jnp.where(g_norm < max_norm, grad, clipped)
 
 
 def adaptive_grad_clip(

@@ -10,11 +10,12 @@ import jax.numpy as jnp
 
 from optjax import tree
 from optjax._checks import check_finite, check_nonnegative, concrete
-from optjax.base import GradientTransformation, Updates
+from optjax.base import EmptyState, GradientTransformation, Updates
 from optjax.core import stateless
 from optjax.flat import flat_ready, per_leaf
 
 __all__ = [
+    "NonNegativeParamsState",
     "ZeroNansState",
     "centralize",
     "keep_params_nonnegative",
@@ -22,6 +23,9 @@ __all__ = [
     "scale_gradient",
     "zero_nans",
 ]
+
+# optax's name for this stateless transform's state.
+NonNegativeParamsState = EmptyState
 
 
 def _centred(g: jax.Array) -> jax.Array:

@@ -24,10 +24,14 @@ from optjax.transforms.scaling import ScaleByScheduleState
 from optjax.wrappers.masking import mask_leaves
 
 __all__ = [
+    "ScaleByTrustRatioState",
     "scale_by_lars",
     "scale_by_param_block_norm",
     "scale_by_trust_ratio",
 ]
+
+# optax's name for this stateless transform's state.
+ScaleByTrustRatioState = EmptyState
 
 # A tree of bools shaped like the params (or a prefix of one: a bool for a whole subtree), or a
 # function params -> such a tree.

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from optjax import tree
 from optjax._checks import check_nonnegative
-from optjax.base import GradientTransformation
+from optjax.base import EmptyState, GradientTransformation
 from optjax.core import stateless
 from optjax.flat import as_tree, flat_ready
 
 __all__ = [
+    "AddDecayedWeightsState",
     "add_decayed_weights",
 ]
+
+# optax's name for this stateless transform's state.
+AddDecayedWeightsState = EmptyState
 
 
 @flat_ready

@@ -9,16 +9,20 @@ import jax.numpy as jnp
 
 from optjax import tree
 from optjax._checks import check_finite, check_learning_rate
-from optjax.base import GradientTransformation, ScalarOrSchedule, StepCount
+from optjax.base import EmptyState, GradientTransformation, ScalarOrSchedule, StepCount
 from optjax.core import stateless
 from optjax.flat import flat_ready
 
 __all__ = [
     "ScaleByScheduleState",
+    "ScaleState",
     "scale",
     "scale_by_learning_rate",
     "scale_by_schedule",
 ]
+
+# optax's name for this stateless transform's state.
+ScaleState = EmptyState
 
 
 class ScaleByScheduleState(NamedTuple):

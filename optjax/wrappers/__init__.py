@@ -5,6 +5,7 @@ monitoring, flattening, and microbatched evaluation."""
 from optjax.wrappers.accumulation import ApplyIfFiniteState as ApplyIfFiniteState
 from optjax.wrappers.accumulation import MultiSteps as MultiSteps
 from optjax.wrappers.accumulation import MultiStepsState as MultiStepsState
+from optjax.wrappers.accumulation import ShouldSkipUpdateFunction as ShouldSkipUpdateFunction
 from optjax.wrappers.accumulation import apply_if_finite as apply_if_finite
 from optjax.wrappers.accumulation import skip_not_finite as skip_not_finite
 from optjax.wrappers.averaging import AverageParamsState as AverageParamsState
@@ -14,6 +15,7 @@ from optjax.wrappers.averaging import lookahead as lookahead
 from optjax.wrappers.conditional import ApplyEvery as ApplyEvery
 from optjax.wrappers.conditional import ConditionallyMaskState as ConditionallyMaskState
 from optjax.wrappers.conditional import ConditionallyTransformState as ConditionallyTransformState
+from optjax.wrappers.conditional import ConditionFn as ConditionFn
 from optjax.wrappers.conditional import apply_every as apply_every
 from optjax.wrappers.conditional import conditionally_mask as conditionally_mask
 from optjax.wrappers.conditional import conditionally_transform as conditionally_transform
@@ -59,6 +61,7 @@ __all__ = [
     "ApplyEvery",
     "ApplyIfFiniteState",
     "AverageParamsState",
+    "ConditionFn",
     "ConditionallyMaskState",
     "ConditionallyTransformState",
     "GradientTransformationExtraArgs",
@@ -73,6 +76,7 @@ __all__ = [
     "MultiStepsState",
     "MultiTransformState",
     "PartitionState",
+    "ShouldSkipUpdateFunction",
     "SnapshotState",
     "StatefulSchedule",
     "WrappedSchedule",

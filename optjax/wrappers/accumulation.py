@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +18,7 @@ __all__ = [
     "ApplyIfFiniteState",
     "MultiSteps",
     "MultiStepsState",
+    "ShouldSkipUpdateFunction",
     "apply_if_finite",
     "skip_not_finite",
 ]
@@ -50,6 +51,16 @@ class MultiStepsState(NamedTuple):
     inner_opt_state: OptState
     acc_grads: Updates  # sum of the gradients accumulated since the last inner step
     skip_state: Any = ()  # what should_skip_update_fn returned last
+
+
+class ShouldSkipUpdateFunction(Protocol):
+    """``should_skip_update_fn(updates, gradient_step, params) -> (skip, skip_state)``: what
+    `MultiSteps` calls on each mini-step's gradient (``skip`` a boolean scalar; ``skip_state``
+    any tree, kept in the state for inspection)."""
+
+    def __call__(
+        self, updates: Updates, gradient_step: jax.Array, params: Params | None
+    ) -> tuple[jax.Array, Any]: ...
 
 
 def skip_not_finite(updates: Updates, gradient_step: jax.Array, params: Params | None):

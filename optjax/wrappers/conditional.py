@@ -4,7 +4,7 @@ k steps, running a transform at chosen steps only, and skipping large mini-batch
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +18,7 @@ from optjax.wrappers.accumulation import _zero_updates
 
 __all__ = [
     "ApplyEvery",
+    "ConditionFn",
     "ConditionallyMaskState",
     "ConditionallyTransformState",
     "apply_every",
@@ -95,6 +96,14 @@ def _should_transform(fn: Callable, step: jax.Array, extra_args: dict) -> jax.Ar
             f"{value.dtype} and shape {value.shape}"
         )
     return value.astype(jnp.bool_)
+
+
+class ConditionFn(Protocol):
+    """``should_transform_fn(step, **extra_args) -> bool``: the condition of
+    `conditionally_transform` and `conditionally_mask` (the extras only where the wrapper
+    forwards them)."""
+
+    def __call__(self, step: jax.Array, **extra_args: Any) -> jax.Array: ...
 
 
 class ConditionallyTransformState(NamedTuple):

@@ -119,8 +119,8 @@ def test_zero1_steps_like_the_plain_optimizer(name, kind):
     for (wu, wp), (gu, gp) in zip(want, got, strict=True):
         for a, b in zip(jax.tree.leaves((wu, wp)), jax.tree.leaves((gu, gp)), strict=True):
             assert b.sharding.is_equivalent_to(a.sharding, a.ndim)  # gathered back
-            if name in ELEMENTWISE:
-                np.testing.assert_array_equal(np.asarray(b), np.asarray(a))
+            if name in ELEMENTWISE:  # one formula; a loop over a shard may round an ulp apart
+                np.testing.assert_array_max_ulp(np.asarray(b), np.asarray(a), maxulp=1)
             else:  # sums over a leaf or the tree, taken in another order
                 np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-6, atol=1e-7)
     # Each state leaf the rule splits is split 8 ways: a device holds an eighth of it
