@@ -14,6 +14,8 @@ import numpy as np
 import optax
 import pytest
 from optax_compare import compare_with_optax, constant, problem, run
+from test_flat import assert_close
+from test_flat import trajectory as flat_trajectory
 
 import optjax
 from optjax import flat
@@ -167,35 +169,6 @@ def test_first_step_with_warmup_is_zero_and_no_nan():
     u, state = update(jnp.array([1.0]), state, p)
     np.testing.assert_allclose(u, [-0.5], rtol=1e-6)  # z = 1 - 0.5 and x = z (c = 1): y = z
     assert state.step_count.dtype == jnp.int32
-
-
-def flat_trajectory(tx, params, grads, pack=None):
-    """Params after each jitted step; with ``pack``, params and grads run flat."""
-    if pack is not None:
-        params, grads = pack(params), [pack(g) for g in grads]
-    state, step, out = tx.init(params), jax.jit(_step(tx)), []
-    for g in grads:
-        params, state = step(params, state, g)
-        out.append(jax.tree.map(np.asarray, params.unflatten() if pack else params))
-    return out
-
-
-def _step(tx):
-    def step(params, state, g):
-        updates, state = tx.update(g, state, params)
-        return optjax.apply_updates(params, updates), state
-
-    return step
-
-
-def assert_close(got, want, ulps):
-    """Each leaf within ``ulps`` of its own dtype's eps, relative to the leaf's largest entry."""
-    for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got), strict=True):
-        assert a.dtype == b.dtype and a.shape == b.shape
-        eps = float(jnp.finfo(a.dtype).eps) * ulps
-        a32, b32 = np.asarray(a, np.float32), np.asarray(b, np.float32)
-        scale = max(float(np.max(np.abs(a32), initial=0.0)), 1e-30)
-        np.testing.assert_allclose(b32, a32, rtol=eps, atol=eps * scale)
 
 
 def test_flat_layout_matches_tree_path():
