@@ -8,9 +8,7 @@ The flags are set here before JAX starts its backend and are inherited by every 
 notebook kernel the tests start. The programs XLA builds (their operations and fusions) are the
 same; the machine code differs in speed, and in where a multiply-add is fused or a loop
 vectorised, which can move a result by ulps. ``OPTJAX_TEST_XLA_DEFAULTS=1``
-runs the suite with XLA's defaults, as users compile; it should pass too. (Known: one
-flat-vs-tree comparison, torch.RMSprop in tests/test_flat.py, is 9 ulps apart there, against
-the 2 it allows.)"""
+runs the suite with XLA's defaults, as users compile; it passes too."""
 
 import os
 
