@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -109,6 +110,26 @@ class _ExpectedState:
                     f"{self.who}: state{jax.tree_util.keystr(path)} is {got}, but init gives "
                     f"{want.dtype}{list(want.shape)} for these params; {hint}"
                 )
+
+
+def with_input_checks(who: str, tx: GradientTransformation) -> GradientTransformation:
+    """``tx`` with the input handling every chain has: Python-number leaves taken as arrays, and
+    integer or bool gradients, gradients shaped unlike the params, and a state unlike what
+    ``init`` gives refused with an error naming ``who`` and the leaf. For a transform that is not
+    a chain (a preset written as one loop, say); flat-ready if ``tx`` is."""
+
+    def init(params):
+        return tx.init(_numbers_as_arrays(params))
+
+    @functools.wraps(tx.update)  # chain forwards only the keyword extras tx.update accepts
+    def update(updates, state, params=None, **extra_args):
+        updates, params = _numbers_as_arrays(updates), _numbers_as_arrays(params)
+        expected.check(updates, state, params)
+        return tx.update(updates, state, params, **extra_args)
+
+    expected = _ExpectedState(who, init)
+    out = GradientTransformation(init, update)
+    return mark_flat_ready(out) if is_flat_ready(tx) else out
 
 
 def named_chain(*transforms: tuple[str, GradientTransformation]) -> GradientTransformation:

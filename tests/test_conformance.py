@@ -40,6 +40,14 @@ def gauss_newton_diagonal() -> optjax.GradientTransformation:
     return optjax.stateless(lambda g, p: jax.tree.map(lambda x: x * x, g))
 
 
+def muon_with_adamw(lr) -> optjax.GradientTransformation:
+    """torch.Muon on the matrices, torch.AdamW on every other leaf."""
+    return optjax.partition(
+        {"muon": tc.Muon(lr), "adamw": tc.AdamW(lr)},
+        lambda params: jax.tree.map(lambda p: "muon" if jnp.ndim(p) == 2 else "adamw", params),
+    )
+
+
 ROWS = {
     "sgd": Row(lambda lr: optjax.sgd(lr), (0.3, 300), (1e-3, 20000)),
     "sgd_momentum": Row(lambda lr: optjax.sgd(lr, momentum=0.9), (0.03, 300), (1e-3, 2000)),
@@ -160,6 +168,13 @@ ROWS = {
     "torch.Adamax": Row(lambda lr: tc.Adamax(lr), (0.1, 300), (1e-2, 5000)),
     "torch.RMSprop": Row(lambda lr: tc.RMSprop(lr), (1e-2, 1000), (1e-3, 10000)),
     "torch.Adafactor": Row(lambda lr: tc.Adafactor(lr), (1.0, 1000), (3e-3, 10000)),
+    "torch.Rprop": Row(lambda lr: tc.Rprop(lr), (0.1, 300), (0.1, 3000)),
+    "torch.ASGD": Row(lambda lr: tc.ASGD(lr), (0.3, 300), (1e-3, 20000)),
+    # One iteration per update and no line search: no objective function is needed (with one,
+    # tests/test_torch_more.py runs torch's inner loop and line search).
+    "torch.LBFGS": Row(lambda lr: tc.LBFGS(lr, max_iter=1), (0.5, 50), (0.5, 200)),
+    # torch's Muon takes matrices only: the rest go to torch's AdamW, as torch's docs advise.
+    "torch.Muon": Row(lambda lr: muon_with_adamw(lr), (0.1, 300), (3e-3, 5000)),
 }
 
 ROSENBROCK_START = (-1.0, 1.0)

@@ -195,6 +195,10 @@ EPS_ZERO = {
     "torch.Adamax": lambda lr: tc.Adamax(lr, eps=0.0),
     "torch.RMSprop": lambda lr: tc.RMSprop(lr, eps=0.0),
     "torch.Adafactor": lambda lr: tc.Adafactor(lr, eps=(0.0, 1e-3)),
+    "torch.Rprop": None,
+    "torch.ASGD": None,
+    "torch.LBFGS": None,
+    "torch.Muon": None,
 }
 
 # Transforms that need each leaf on its own run on the flat layout's views (optjax.flat.per_leaf).

@@ -196,6 +196,14 @@ def multi_transform(
         )
 
     def update(updates, state, params=None, **extra_args):
+        groups = getattr(state, "inner_states", None)
+        if not isinstance(state, MultiTransformState) or set(groups) != set(transforms):
+            found = f"groups {sorted(map(repr, groups))}" if isinstance(groups, dict) else "a "
+            found += "" if isinstance(groups, dict) else type(state).__name__
+            raise ValueError(
+                f"multi_transform: the state holds {found}, but the transforms are for groups "
+                f"{sorted(map(repr, transforms))}; was it made by another optimizer?"
+            )
         labels = labels_of(params if params is not None else updates)
         out = [None] * len(labels)
         new_states = {}
