@@ -801,16 +801,21 @@ def test_cli_on_eight_cpu_devices_in_one_or_two_processes_gives_the_one_device_r
     parameters too (--fsdp)."""
     checkpoint = str(tmp_path / "run")
 
-    def run(name, *extra):
+    def arguments(name, *extra):
         out = tmp_path / f"{name}.json"
-        command = [sys.executable, "-m", "optjax.train", "--data-dir", str(MNIST_DIR)]
-        command += ["--steps", "60", "--log-every", "20", "--batch-size", "64", "--quiet"]
-        command += ["--seeds", "0,1", "--json", str(out), *extra]
+        argv = ["--data-dir", str(MNIST_DIR), "--steps", "60", "--log-every", "20"]
+        return out, [*argv, "--batch-size", "64", "--quiet", "--seeds", "0,1", "--json", str(out)]
+
+    def run(name, *extra):
+        out, argv = arguments(name)
+        command = [sys.executable, "-m", "optjax.train", *argv, *extra]
         done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
         assert done.returncode == 0, done.stderr
         return json.loads(out.read_text()), done.stdout + done.stderr
 
-    one, _ = run("one")
+    out, argv = arguments("one")  # the one-device run: in this process, on its one CPU device
+    assert cli.main(argv) == 0
+    one = json.loads(out.read_text())
     two, printed = run(
         "two", "--steps", "40", "--devices", "8", "--zero", "--processes", "2",
         "--checkpoint", checkpoint,
