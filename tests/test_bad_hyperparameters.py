@@ -209,6 +209,27 @@ RANGES = {
     ("rprop", "learning_rate"): "> 0",
     ("scale_by_rprop", "learning_rate"): "> 0",
     **{(name, "weight_decay"): "rate" for name in ("lamb", "lars", "scale_by_lars")},
+    # Weight decay through add_decayed_weights, which takes a schedule (as optax's does).
+    **{
+        (name, "weight_decay"): "rate"
+        for name in (
+            "add_decayed_weights",
+            "adamw",
+            "nadamw",
+            "adamaxw",
+            "adadelta",
+            "lion",
+            "adan",
+            "acprop",
+            "ademamix",
+            "simplified_ademamix",
+            "galore",
+            "madgrad",
+            "schedule_free_adamw",
+            "schedule_free_sgd",
+            "sophia",
+        )
+    },
     "betas": "pair",
     "etas": "pair",
     "step_sizes": "pair",

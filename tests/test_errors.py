@@ -104,5 +104,5 @@ def test_decay_in_a_transform_needs_params_when_absent():
 def test_mask_of_wrong_structure_names_path():
     tx = optjax.add_decayed_weights(0.1, mask={"a": True})
     params = {"a": jnp.ones(1), "b": jnp.ones(1)}
-    with pytest.raises(ValueError, match=r"updates and mask differ"):
+    with pytest.raises(ValueError, match=r"params and mask differ: only params has \['b'\]"):
         tx.update(params, tx.init(params), params)

@@ -220,6 +220,33 @@ def test_conditional_wrappers_keep_their_state_and_count_steps():
         bad.update(params, bad.init(params))
 
 
+# --- add_decayed_weights: schedules and masks read as optax reads them -----------------------
+
+
+def _decay_cases(params):
+    keys = sorted(params)
+    full = {k: i % 2 == 0 for i, k in enumerate(keys)}
+    return {
+        "schedule": lambda lib: lib.add_decayed_weights(lambda n: 0.1 * (n + 1)),
+        "schedule_and_mask_function": lambda lib: lib.add_decayed_weights(
+            lambda n: 0.05 * (n + 1), mask=lambda p: jax.tree.map(lambda x: x.ndim > 0, p)
+        ),
+        "prefix_mask": lambda lib: lib.add_decayed_weights(0.2, mask=True),
+        # Inside partition each group sees the whole tree with the other group's leaves as
+        # MaskedNode(), and a mask for the whole tree applies to it.
+        "full_mask_inside_partition": lambda lib: lib.partition(
+            {"decay": lib.add_decayed_weights(0.3, mask=full), "sgd": lib.sgd(0.1)},
+            {k: "decay" if i < 2 else "sgd" for i, k in enumerate(keys)},
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_decay_cases(_params())))
+def test_add_decayed_weights_matches_optax(case, standard_promotion):
+    make = _decay_cases(_params())[case]
+    _against_optax(make(optjax), make(optax))
+
+
 # --- skip_large_updates, skip_not_finite -------------------------------------------------------
 
 
@@ -263,11 +290,34 @@ def test_skip_large_updates_fp16_square_overflows_in_optax(standard_promotion):
     assert not bool(skip) and float(info["norm_squared"]) == 360000.0
 
 
-def test_skip_not_finite_matches_optax(standard_promotion):
-    for g in ({"a": jnp.array([jnp.nan, 1.0])}, {"a": jnp.array([jnp.inf])}, {"a": jnp.ones(2)}):
-        skip, info = w.skip_not_finite(g, 0, None)
-        skip_ref, _ = optax.skip_not_finite(g, 0, None)
-        assert bool(skip) == bool(skip_ref) == bool(info["should_skip"])
+@pytest.mark.parametrize(
+    "g",
+    [
+        {"a": jnp.array([jnp.nan, 1.0])},
+        {"a": jnp.array([jnp.inf])},
+        {"a": jnp.ones(2)},
+        {"a": jnp.array([jnp.nan, -jnp.inf, 2.0]), "b": jnp.full((2, 3), jnp.nan, jnp.bfloat16)},
+        {"a": jnp.array([1.0 + jnp.nan * 1j, 2.0]), "b": jnp.zeros(())},
+        {},
+    ],
+    ids=["nan", "inf", "finite", "two_leaves", "complex", "empty"],
+)
+def test_skip_not_finite_matches_optax(g, standard_promotion):
+    skip, info = w.skip_not_finite(g, 0, None)
+    skip_ref, info_ref = optax.skip_not_finite(g, 0, None)
+    assert sorted(info) == sorted(info_ref) == ["num_not_finite", "should_skip"]
+    assert bool(skip) == bool(skip_ref) == bool(info["should_skip"])
+    assert int(info["num_not_finite"]) == int(info_ref["num_not_finite"])
+    assert info["num_not_finite"].dtype == jnp.int32
+
+
+def test_skip_not_finite_state_keeps_its_count_in_multisteps():
+    tx = optjax.MultiSteps(optjax.sgd(1.0), 2, should_skip_update_fn=w.skip_not_finite)
+    state = tx.init(jnp.zeros(3))
+    _, state = tx.update(jnp.array([jnp.nan, jnp.inf, 1.0]), state)
+    assert int(state.skip_state["num_not_finite"]) == 2 and bool(state.skip_state["should_skip"])
+    _, state = tx.update(jnp.ones(3), state)
+    assert int(state.skip_state["num_not_finite"]) == 0
 
 
 # --- flatten -----------------------------------------------------------------------------------

@@ -16,11 +16,11 @@ from optjax.transforms.adaptive import scale_by_adam
 from optjax.transforms.layerwise import (
     Mask,
     check_weight_decay,
-    mask_tree,
     scale_by_lars,
     scale_by_trust_ratio,
 )
 from optjax.transforms.momentum import trace
+from optjax.transforms.regularization import add_decayed_weights
 from optjax.transforms.scaling import ScaleByScheduleState, scale_by_learning_rate
 
 __all__ = [
@@ -41,34 +41,6 @@ def _next_state(state):
 
 
 @flat_ready
-def _add_decayed_weights(weight_decay: ScalarOrSchedule, mask: Mask) -> GradientTransformation:
-    """``u_t = g_t + wd_t p_t`` on the leaves ``mask`` selects: add_decayed_weights, with optax's
-    schedules ``step -> wd`` and prefix masks (``True`` for every leaf)."""
-    scheduled = callable(weight_decay)
-
-    def init(params):
-        del params
-        return _count_state(scheduled)
-
-    def update(updates, state, params=None):
-        if params is None:
-            raise ValueError("lamb's weight decay needs params: call update(g, state, params)")
-        wd = weight_decay(state.count) if callable(weight_decay) else weight_decay
-        decayed = tree.map_like(
-            lambda g, p: (
-                tree.wide(g) + jnp.asarray(wd).astype(tree.compute_dtype(g.dtype)) * tree.wide(p)
-            ).astype(g.dtype),
-            updates,
-            params,
-            names=("updates", "params"),
-        )
-        if mask is not None:
-            decayed = tree.where_leaves(mask_tree(mask, params), decayed, updates)
-        return decayed, _next_state(state)
-
-    return GradientTransformation(init, update)
-
-
 def lamb(
     learning_rate: ScalarOrSchedule,
     b1: float = 0.9,
@@ -90,7 +62,7 @@ def lamb(
     check_weight_decay(weight_decay)
     return chain(
         scale_by_adam(b1, b2, eps, eps_root),
-        identity() if is_zero(weight_decay) else _add_decayed_weights(weight_decay, mask),
+        identity() if is_zero(weight_decay) else add_decayed_weights(weight_decay, mask),
         scale_by_trust_ratio(),
         scale_by_learning_rate(learning_rate),
     )

@@ -64,10 +64,20 @@ class ShouldSkipUpdateFunction(Protocol):
 
 
 def skip_not_finite(updates: Updates, gradient_step: jax.Array, params: Params | None):
-    """A ``should_skip_update_fn`` for MultiSteps: skip a mini-step with a NaN or Inf gradient."""
+    """A ``should_skip_update_fn`` for MultiSteps: skip a mini-step with a NaN or Inf gradient.
+    Its state, as optax's: ``should_skip`` and ``num_not_finite`` (the NaN and Inf elements in the
+    gradient, int32).
+
+    Example:
+        >>> skip, info = optjax.skip_not_finite({"a": jnp.array([1.0, jnp.nan, jnp.inf])}, 0, None)
+        >>> bool(skip), int(info["num_not_finite"])
+        (True, 2)
+    """
     del gradient_step, params
-    finite = _all_finite(updates)
-    return ~finite, {"should_skip": ~finite}
+    counts = [jnp.sum(~jnp.isfinite(x), dtype=jnp.int32) for x in jax.tree.leaves(updates)]
+    num_not_finite = sum(counts[1:], counts[0]) if counts else jnp.zeros([], jnp.int32)
+    skip = num_not_finite > 0
+    return skip, {"should_skip": skip, "num_not_finite": num_not_finite}
 
 
 class MultiSteps:
