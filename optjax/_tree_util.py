@@ -73,16 +73,19 @@ def _is_none(x) -> bool:
 
 
 def compute_dtype(*dtypes) -> jnp.dtype:
-    """The dtype arithmetic on leaves of these dtypes runs in: the widest of them, float32 at
-    least (chosen explicitly, so it holds under strict dtype promotion too)."""
-    wide = jnp.dtype(jnp.float32)
+    """The dtype arithmetic on leaves of these dtypes runs in: the widest precision among them,
+    float32's at least, complex if any is (complex64 and float64 give complex128), chosen
+    explicitly so that it holds under strict dtype promotion too. Integer and bool dtypes add
+    nothing."""
+    size, complex_ = 4, False  # bytes of a real component
     for dtype in map(jnp.dtype, dtypes):
-        inexact = jnp.issubdtype(dtype, jnp.inexact)
-        if inexact and (
-            dtype.itemsize > wide.itemsize or jnp.issubdtype(dtype, jnp.complexfloating)
-        ):
-            wide = dtype
-    return wide
+        if jnp.issubdtype(dtype, jnp.complexfloating):
+            size, complex_ = max(size, dtype.itemsize // 2), True
+        elif jnp.issubdtype(dtype, jnp.floating):
+            size = max(size, dtype.itemsize)
+    if complex_:
+        return jnp.dtype(jnp.complex128 if size > 4 else jnp.complex64)
+    return jnp.dtype(jnp.float64 if size > 4 else jnp.float32)
 
 
 def wide(x: jax.Array) -> jax.Array:

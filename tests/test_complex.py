@@ -18,6 +18,7 @@ import pytest
 from test_conformance import ROWS
 
 import optjax
+from optjax.tree import compute_dtype
 
 STEPS = 4
 PHASE = np.exp(0.7j)
@@ -94,3 +95,16 @@ def test_torch_presets_refuse_complex_leaves_naming_the_leaf(name):
     params = {"w": jnp.ones(3), "z": jnp.ones(2, jnp.complex64)}
     with pytest.raises(ValueError, match=r"params\['z'\] is complex64: torch\.optim"):
         tx.init(params)
+
+
+_REAL_AND_COMPLEX = ["bfloat16", "float16", "float32", "float64", "complex64", "complex128"]
+
+
+@pytest.mark.parametrize("second", [*_REAL_AND_COMPLEX, "int32", "bool"])
+@pytest.mark.parametrize("first", _REAL_AND_COMPLEX)
+def test_compute_dtype_keeps_the_widest_precision_and_complexness(first, second):
+    """The dtype arithmetic runs in: NumPy's promotion of the two with float32 as the floor
+    (bf16 and fp16 count as float16 here; integers and bools add nothing)."""
+    as_numpy = {"bfloat16": np.float16, "int32": np.float32, "bool": np.float32}
+    want = np.result_type(np.float32, *(as_numpy.get(d, d) for d in (first, second)))
+    assert compute_dtype(first, second) == compute_dtype(second, first) == want
