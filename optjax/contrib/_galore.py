@@ -152,6 +152,7 @@ def _aligned(new, old):
 def _without(sharding, axis: int) -> P:
     """``sharding``'s spec with ``axis`` whole on every device."""
     spec = list(sharding.spec)
+    spec += [None] * (axis + 1 - len(spec))  # a spec may leave trailing axes out
     spec[axis] = None
     return P(*spec)
 
@@ -165,6 +166,16 @@ def _leading(x2, r: int, axis: int):
     # The axis made whole first: a slice of a split axis is typed only where the mesh divides r.
     whole = jax.sharding.reshard(x2, sharding.update(spec=_without(sharding, axis)))
     return jax.lax.slice_in_dim(whole, 0, r, axis=axis)
+
+
+def _rank_axis_whole(x, axis: int):
+    """A concrete array on a mesh with Auto axes placed with ``axis`` (its rank axis) whole on
+    every device, as the Explicit-axes path types it; anything else as it is (under jit on Auto
+    axes XLA places it)."""
+    sharding = getattr(x, "sharding", None)
+    if isinstance(x, jax.core.Tracer) or not isinstance(sharding, jax.sharding.NamedSharding):
+        return x
+    return jax.device_put(x, sharding.update(spec=_without(sharding, axis)))
 
 
 def _whole(x):
@@ -238,8 +249,11 @@ def scale_by_galore(
             x2, r = mat.to_matrix(x), min(rank, *mat.shape)
             # Built from the parameter itself (its sharding follows), not from bare shapes.
             tall, wide = _leading(x2, r, 1), _leading(x2, r, 0)  # m x r and r x n
-            projectors.append(jnp.zeros_like(tall if mat.left else wide.T))
-            proxies.append(jnp.zeros_like(wide if mat.left else tall))
+            projector = jnp.zeros_like(tall if mat.left else wide.T)  # m x r or n x r
+            projectors.append(_rank_axis_whole(projector, 1))
+            proxies.append(
+                _rank_axis_whole(jnp.zeros_like(wide if mat.left else tall), int(mat.left) ^ 1)
+            )
         base_state = base.init(treedef.unflatten(proxies))
         return GaLoreState(jnp.zeros([], jnp.int32), base_state, treedef.unflatten(projectors))
 
