@@ -89,11 +89,16 @@ def compare_with_optax(
     rtol: float = 1e-6,
     shapes=SHAPES,
     scale: float = 1.0,
+    float32: str = "as_close",
     **extra_args,
 ) -> tuple[float, float]:
     """Run ``ours()`` and ``theirs()`` on one problem in float64 and assert they agree within
     ``rtol``; then run both in float32 and assert optjax's is at least as close to the float64
-    run as optax's (plus a float32 ulp of slack). Returns the two float32 errors."""
+    run as optax's (plus a float32 ulp of slack). With ``float32="same_order"``, for a method
+    both form in float32 the same way, where which rounding lands closer changes from seed to
+    seed: optjax's error is at most twice optax's (a lost precision, such as a bf16 step, is
+    orders of magnitude). Returns the two float32 errors."""
+    assert float32 in ("as_close", "same_order"), float32
     with jax.enable_x64(True):
         params, grads = problem(jnp.float64, steps, seed, shapes, scale)
         exact = run(ours(), params, grads, **extra_args)
@@ -101,7 +106,8 @@ def compare_with_optax(
     params, grads = problem(jnp.float32, steps, seed, shapes, scale)
     ours32 = worst_error(run(ours(), params, grads, **extra_args), exact)
     theirs32 = worst_error(run(theirs(), params, grads, **extra_args), exact)
-    assert ours32 <= theirs32 + float(jnp.finfo(jnp.float32).eps), (ours32, theirs32)
+    factor = 1.0 if float32 == "as_close" else 2.0
+    assert ours32 <= factor * theirs32 + float(jnp.finfo(jnp.float32).eps), (ours32, theirs32)
     return ours32, theirs32
 
 
