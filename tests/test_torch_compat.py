@@ -465,3 +465,12 @@ def test_lbfgs_asks_for_its_closure():
     tx = torch_compat.LBFGS(max_iter=1)
     u, _ = tx.update(w, tx.init(w), w)  # t = min(1, 1/||g||_1) lr, d = -g
     np.testing.assert_allclose(u, -w / 3, rtol=1e-6)
+
+
+if __name__ == "__main__":  # python tests/test_torch_compat.py: each preset's largest deviation
+    import conftest  # noqa: F401  (the suite's XLA flags and dtype promotion)
+
+    for name in NAMES:
+        runs = replay_recorded(name)
+        worst = max(deviation(name, i, runs[i]) for i in range(len(runs)))
+        print(f"{name:<10} largest relative deviation {worst:.2g} (tolerance {tolerance(name):g})")
