@@ -8,7 +8,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from optjax import tree
-from optjax._checks import check_learning_rate
+from optjax._checks import check_learning_rate, is_zero
 from optjax.base import EmptyState, GradientTransformation, Params, ScalarOrSchedule
 from optjax.flat import flat_ready
 from optjax.transforms.layerwise import mask_tree
@@ -56,6 +56,8 @@ def add_decayed_weights(
         if params is None:
             raise ValueError("add_decayed_weights needs params: call update(g, state, params)")
         wd = weight_decay(state.count) if scheduled else weight_decay
+        if is_zero(wd):  # known to be 0 now: no pass over the params
+            return updates, state
 
         def decay(g, p):
             dtype = tree.compute_dtype(g.dtype)
