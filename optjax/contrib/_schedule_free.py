@@ -144,18 +144,24 @@ def schedule_free(
             updates, state.base_optimizer_state, params, **keep(extra_args)
         )
 
-        def leaf(u, y, z):
-            wide = tree.compute_dtype(u.dtype, y.dtype, z.dtype)  # float32 for bf16 params
+        def moved(u, z):  # z_{t+1} = z_t + u_t, in z's dtype
+            wide = tree.compute_dtype(u.dtype, z.dtype)
+            return (z.astype(wide) + u.astype(wide)).astype(z.dtype)
+
+        def leaf(y, z, z_new):
+            wide = tree.compute_dtype(y.dtype, z.dtype)  # float32 for bf16 params
             b, c_w = _as(b1, wide), c.astype(wide)
-            u_w, z_w = u.astype(wide), z.astype(wide)
+            z_w, z_new_w = z.astype(wide), z_new.astype(wide)
             x = (y.astype(wide) - (1 - b) * z_w) / b
             # y_{t+1} - y_t = b (x_{t+1} - x_t) + (1 - b) (z_{t+1} - z_t), formed directly:
             # subtracting y_t from y_{t+1} would cancel all but the step's last few digits.
-            step = b * c_w * (z_w + u_w - x) + (1 - b) * u_w
-            return step.astype(y.dtype), (z_w + u_w).astype(z.dtype)
+            # z_{t+1} - z_t is the step z took as stored: exact where z_{t+1} is within a
+            # factor 2 of z_t (Sterbenz's lemma), and no cancellation where it is not.
+            step = b * c_w * (z_new_w - x) + (1 - b) * (z_new_w - z_w)
+            return step.astype(y.dtype)
 
-        out = tree.map_like(leaf, base_updates, params, state.z, names=("updates", "params", "z"))
-        new_updates, z = tree.unzip(base_updates, out, 2)
+        z = tree.map_like(moved, base_updates, state.z, names=("updates", "z"))
+        new_updates = tree.map_like(leaf, params, state.z, z, names=("params", "z", "z"))
         new_state = ScheduleFreeState(
             state.b1, weight_sum, tree.safe_increment(state.step_count), max_lr, base_state, z
         )
