@@ -1,0 +1,132 @@
+"""benchmarks/catalogue_step.py: its --quick run prints the side-by-side table and writes its
+JSON (the format only; timings are never asserted), and its catalogue builds in both libraries."""
+
+import importlib
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "benchmarks" / "catalogue_step.py"
+# A few stand for all: a plain one, one from optax.contrib, one that takes value=, and Muon.
+TREES, OPTIMIZERS = ["single", "small"], ["adan", "muon", "polyak_sgd", "sophia"]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        yield importlib.import_module("catalogue_step")
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "result.json"
+    command = [sys.executable, str(SCRIPT), "--quick", "--ns-size", "64"]
+    command += ["--trees", ",".join(TREES), "--optimizers", ",".join(OPTIMIZERS)]
+    proc = subprocess.run(
+        [*command, "--json", str(out)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout, json.loads(out.read_text())
+
+
+def test_quick_run_prints_header_and_a_row_per_group(quick_run):
+    stdout, _ = quick_run
+    lines = stdout.splitlines()
+    assert lines[0].startswith(
+        "command: python benchmarks/catalogue_step.py --quick --ns-size 64 --trees single,small "
+        "--optimizers adan,muon,polyak_sgd,sophia --json "
+    )
+    assert re.match(r"machine: .+, \d+ CPU cores, .+; load average \[.+\] -> \[.+\]$", lines[1])
+    assert re.match(
+        r"versions: optjax [\d.]+, jax [\d.]+, optax [\d.]+, numpy [\d.]+, python [\d.]+$", lines[2]
+    )
+    assert re.match(r"date: \d{4}-\d\d-\d\d$", lines[3])
+    assert lines[5] == (
+        "| tree | optimizer | optjax ms/step | optax ms/step | optax/optjax "
+        "| XLA B/param optjax | XLA B/param optax | trials |"
+    )
+    number = r"\d+\.\d+"
+    row = re.compile(
+        rf"\| (single|small) \(\d+ leaves\) \| (\w+) \| {number} \| {number} \| {number} "
+        rf"\| ({number}|-) \| ({number}|-) \| \d+ \|$"
+    )
+    rows = [row.match(line) for line in lines if line.startswith(("| single", "| small"))]
+    assert all(rows), [line for line, m in zip(lines, rows) if not m]
+    assert [(m.group(1), m.group(2)) for m in rows] == [(t, o) for t in TREES for o in OPTIMIZERS]
+    ns = [line for line in lines if line.startswith("| 64x64 ")]
+    assert len(ns) == 1 and re.match(
+        rf"\| 64x64 \| 5 \| {number} \| {number} \| {number} \|", ns[0]
+    )
+    assert lines[-1].startswith("slower than optax (optax/optjax < 0.95): ")
+
+
+def test_quick_run_writes_json_with_every_figure(quick_run):
+    _, result = quick_run
+    assert result["meta"]["command"].startswith("python benchmarks/catalogue_step.py --quick")
+    assert result["skipped"] == []
+    assert len(result["rows"]) == len(TREES) * len(OPTIMIZERS)
+    for r in result["rows"]:
+        assert "unavailable" not in r, r
+        assert r["optjax_ms_per_step"] > 0 and r["optax_ms_per_step"] > 0
+        assert r["optax_over_optjax"] == pytest.approx(
+            r["optax_ms_per_step"] / r["optjax_ms_per_step"]
+        )
+        assert set(r["xla_bytes_per_param"]) == set(r["first_call_s"]) == {"optjax", "optax"}
+        for lib, key in (("optjax", "optjax_ms_per_step"), ("optax", "optax_ms_per_step")):
+            samples = r["samples_s"][lib]
+            assert len(samples) == r["trials"] >= 3
+            assert r[key] == pytest.approx(1e3 * sorted(samples)[len(samples) // 2])
+    (ns,) = result["newton_schulz"]
+    assert ns["matrix"] == "64x64" and ns["optax_over_optjax"] == pytest.approx(
+        ns["optax_ms"] / ns["optjax_ms"]
+    )
+
+
+# optax deprecates its optimistic_adam (in favour of optimistic_adam_v2); it still builds.
+@pytest.mark.filterwarnings("ignore:`optimistic_adam` is deprecated:DeprecationWarning")
+def test_every_catalogue_entry_builds_in_both_libraries(bench):
+    for name in bench.OPTIMIZERS:
+        assert bench.missing(name) is None, name
+        for library in ("optjax", "optax"):
+            tx = bench.build(name, library)
+            assert callable(tx.init) and callable(tx.update), (name, library)
+
+
+def test_trials_shrink_for_slow_groups_but_never_below_three(bench):
+    class Case:
+        def __init__(self, seconds):
+            self.seconds = seconds
+
+        def run(self, reps):
+            return self.seconds * reps
+
+    fast = {"optjax": Case(0.01), "optax": Case(0.01)}
+    assert bench.trials_within(fast, 11, 0.1, 30.0) == 11
+    slow = {"optjax": Case(2.0), "optax": Case(2.0)}
+    assert bench.trials_within(slow, 11, 0.1, 30.0) == 7
+    assert bench.trials_within(slow, 11, 0.1, 1.0) == 3
+
+
+def test_bad_arguments_are_refused():
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--optimizers", "adan,adam"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert proc.returncode == 2 and "--optimizers must be among" in proc.stderr
