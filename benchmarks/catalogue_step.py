@@ -374,15 +374,7 @@ def parse(argv):
     parser.add_argument("--verbose", action="store_true", help="progress on stderr")
     args = parser.parse_args(argv)
     args.argv = list(argv)
-    args.optimizers = args.optimizers.split(",")
-    args.trees = args.trees.split(",")
-    for name, chosen, allowed in (
-        ("optimizers", args.optimizers, OPTIMIZERS),
-        ("trees", args.trees, TREES),
-    ):
-        bad = [x for x in chosen if x not in allowed]
-        if bad:
-            parser.error(f"--{name} must be among {allowed}, got {bad}")
+    step_bench.split_choices(parser, args, optimizers=OPTIMIZERS, trees=TREES)
     args.trials = args.trials or (3 if args.quick else 11)
     args.group_seconds = args.group_seconds or (2.0 if args.quick else 30.0)
     args.min_trial_s = 0.003 if args.quick else 0.1

@@ -538,16 +538,19 @@ def parse(argv):
     )
     args = parser.parse_args(argv)
     args.argv = list(argv)
-    args.optimizers = args.optimizers.split(",")
-    args.trees = args.trees.split(",")
-    for name, chosen, allowed in (
-        ("optimizers", args.optimizers, OPTIMIZERS),
-        ("trees", args.trees, TREES),
-    ):
-        bad = [x for x in chosen if x not in allowed]
-        if bad:
-            parser.error(f"--{name} must be among {allowed}, got {bad}")
+    split_choices(parser, args, optimizers=OPTIMIZERS, trees=TREES)
     return args
+
+
+def split_choices(parser: argparse.ArgumentParser, args, **allowed: list[str]) -> None:
+    """Each comma-separated option named in ``allowed`` made a list on ``args``; a value not
+    among the option's choices is refused (parser.error), naming the option."""
+    for name, choices in allowed.items():
+        chosen = getattr(args, name).split(",")
+        bad = [x for x in chosen if x not in choices]
+        if bad:
+            parser.error(f"--{name} must be among {choices}, got {bad}")
+        setattr(args, name, chosen)
 
 
 def main(argv=None) -> dict:

@@ -58,7 +58,7 @@ import optjax  # noqa: E402
 from optjax import sharding  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from optimizer_step import time_cases  # noqa: E402  (the same interleaved trials)
+from optimizer_step import split_choices, time_cases  # noqa: E402  (the same trials)
 
 DEVICES = 8
 AXIS = "data"
@@ -359,15 +359,7 @@ def parse(argv):
     parser.add_argument("--verbose", action="store_true", help="progress on stderr")
     args = parser.parse_args(argv)
     args.argv = list(argv)
-    args.optimizers = args.optimizers.split(",")
-    args.layouts = args.layouts.split(",")
-    for name, chosen, allowed in (
-        ("optimizers", args.optimizers, OPTIMIZERS),
-        ("layouts", args.layouts, LAYOUTS),
-    ):
-        bad = [x for x in chosen if x not in allowed]
-        if bad:
-            parser.error(f"--{name} must be among {allowed}, got {bad}")
+    split_choices(parser, args, optimizers=OPTIMIZERS, layouts=LAYOUTS)
     return args
 
 
