@@ -419,3 +419,17 @@ def test_mu_dtype_and_accumulator_dtype_are_honoured():
 def test_bad_hyperparameters_raise_naming_the_argument(make, name):
     with pytest.raises(ValueError, match=rf"\b{name}\b"):
         make()
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jitted"])
+def test_scheduled_weight_decay_counts_every_step_even_where_it_is_zero(jit):
+    """A schedule at 0 (known to be 0 when run eagerly, where the step skips its pass over the
+    params) still moves the count: the next step reads wd(1)."""
+    tx = optjax.add_decayed_weights(lambda n: jnp.where(n == 0, 0.0, 0.5))
+    update = jax.jit(tx.update) if jit else tx.update
+    p, g = jnp.ones(2), jnp.ones(2)
+    u0, state = update(g, tx.init(p), p)
+    u1, state = update(g, state, p)
+    np.testing.assert_array_equal(u0, [1.0, 1.0])
+    np.testing.assert_array_equal(u1, [1.5, 1.5])
+    assert int(state.count) == 2

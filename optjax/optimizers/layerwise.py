@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from optjax import tree
 from optjax._checks import check_learning_rate, check_nonnegative, check_unit_interval, is_zero
-from optjax.base import EmptyState, GradientTransformation, ScalarOrSchedule
+from optjax.base import GradientTransformation, ScalarOrSchedule
 from optjax.core import chain, identity
 from optjax.flat import flat_ready
 from optjax.transforms.adaptive import scale_by_adam
@@ -21,23 +21,17 @@ from optjax.transforms.layerwise import (
 )
 from optjax.transforms.momentum import trace
 from optjax.transforms.regularization import add_decayed_weights
-from optjax.transforms.scaling import ScaleByScheduleState, scale_by_learning_rate
+from optjax.transforms.scaling import (
+    next_count_state,
+    scale_by_learning_rate,
+    schedule_count_state,
+)
 
 __all__ = [
     "fromage",
     "lamb",
     "lars",
 ]
-
-
-def _count_state(scheduled: bool):
-    return ScaleByScheduleState(jnp.zeros([], jnp.int32)) if scheduled else EmptyState()
-
-
-def _next_state(state):
-    if isinstance(state, ScaleByScheduleState):
-        return ScaleByScheduleState(tree.safe_increment(state.count))
-    return state
 
 
 @flat_ready
@@ -119,7 +113,7 @@ def _fromage_step(learning_rate: ScalarOrSchedule) -> GradientTransformation:
 
     def init(params):
         del params
-        return _count_state(scheduled)
+        return schedule_count_state(scheduled)
 
     def update(updates, state, params=None):
         if params is None:
@@ -132,7 +126,9 @@ def _fromage_step(learning_rate: ScalarOrSchedule) -> GradientTransformation:
             a, b = (jnp.asarray(x).astype(wide) for x in (step, shrink))
             return (b * p.astype(wide) - a * d.astype(wide)).astype(d.dtype)
 
-        return tree.map_like(move, updates, params, names=("updates", "params")), _next_state(state)
+        return tree.map_like(move, updates, params, names=("updates", "params")), next_count_state(
+            state
+        )
 
     return GradientTransformation(init, update)
 

@@ -12,7 +12,7 @@ from optjax._checks import check_learning_rate, is_zero
 from optjax.base import EmptyState, GradientTransformation, Params, ScalarOrSchedule
 from optjax.flat import flat_ready
 from optjax.transforms.layerwise import mask_tree
-from optjax.transforms.scaling import ScaleByScheduleState
+from optjax.transforms.scaling import next_count_state, schedule_count_state
 
 __all__ = [
     "AddDecayedWeightsState",
@@ -50,12 +50,13 @@ def add_decayed_weights(
 
     def init(params):
         del params
-        return ScaleByScheduleState(jnp.zeros([], jnp.int32)) if scheduled else EmptyState()
+        return schedule_count_state(scheduled)
 
     def update(updates, state, params=None):
         if params is None:
             raise ValueError("add_decayed_weights needs params: call update(g, state, params)")
         wd = weight_decay(state.count) if scheduled else weight_decay
+        state = next_count_state(state)
         if is_zero(wd):  # known to be 0 now: no pass over the params
             return updates, state
 
@@ -67,8 +68,6 @@ def add_decayed_weights(
         decayed = tree.map_like(decay, updates, params, names=("updates", "params"))
         if mask is not None:
             decayed = tree.where_leaves(mask_tree(mask, params), decayed, updates)
-        if scheduled:
-            state = ScaleByScheduleState(tree.safe_increment(state.count))
         return decayed, state
 
     return GradientTransformation(init, update)

@@ -29,6 +29,19 @@ class ScaleByScheduleState(NamedTuple):
     count: StepCount  # int32 scalar: steps taken so far
 
 
+def schedule_count_state(scheduled: bool) -> ScaleByScheduleState | EmptyState:
+    """The state of a transform with a hyperparameter that may be a schedule: a step count if
+    it is one, else nothing."""
+    return ScaleByScheduleState(jnp.zeros([], jnp.int32)) if scheduled else EmptyState()
+
+
+def next_count_state(state):
+    """``state`` (from `schedule_count_state`) one step on."""
+    if isinstance(state, ScaleByScheduleState):
+        return ScaleByScheduleState(tree.safe_increment(state.count))
+    return state
+
+
 @flat_ready
 def scale(step_size: float | jax.Array) -> GradientTransformation:
     r"""Multiply updates by a constant: ``u_t = s g_t``.
