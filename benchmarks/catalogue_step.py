@@ -295,15 +295,8 @@ def slower(rows, threshold: float = 0.95) -> list[str]:
 
 def render(result: dict) -> str:
     m = result["meta"]
-    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
     lines = [
-        f"command: {m['command']}",
-        (
-            f"machine: {m['machine']}; "
-            f"load average {m['load_average_start']} -> {m['load_average_end']}"
-        ),
-        f"versions: {versions}",
-        f"date: {m['date']}",
+        *step_bench.header_lines(m),
         "",
         (
             "| tree | optimizer | optjax ms/step | optax ms/step | optax/optjax "

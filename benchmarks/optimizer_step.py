@@ -471,19 +471,27 @@ def meta(args, torch_python, torch_version, load_start, load_end) -> dict:
     }
 
 
+def header_lines(meta: dict) -> list[str]:
+    """The lines every step benchmark's table starts with: the command, the machine and its load
+    before and after, the versions and the date (from `meta`'s dict)."""
+    versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if v)
+    return [
+        f"command: {meta['command']}",
+        (
+            f"machine: {meta['machine']}; "
+            f"load average {meta['load_average_start']} -> {meta['load_average_end']}"
+        ),
+        f"versions: {versions}",
+        f"date: {meta['date']}",
+    ]
+
+
 def render(result: dict) -> str:
     m, bw = result["meta"], result["bandwidth"]
-    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
     kernels = ", ".join(f"{k} {v:.1f}" for k, v in bw["by kernel"].items())
     streams = [r["stream_GB_per_s"] for r in result["rows"] if "stream_GB_per_s" in r]
     lines = [
-        f"command: {m['command']}",
-        (
-            f"machine: {m['machine']}; "
-            f"load average {m['load_average_start']} -> {m['load_average_end']}"
-        ),
-        f"versions: {versions}",
-        f"date: {m['date']}",
+        *header_lines(m),
         f"torch.optim: {m['torch']}",
         (
             f"streaming bandwidth at the start: {bw['GB/s']:.1f} GB/s (best of: {kernels}); "

@@ -58,7 +58,7 @@ import optjax  # noqa: E402
 from optjax import sharding  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from optimizer_step import split_choices, time_cases  # noqa: E402  (the same trials)
+from optimizer_step import header_lines, split_choices, time_cases  # noqa: E402  (the same trials)
 
 DEVICES = 8
 AXIS = "data"
@@ -311,15 +311,8 @@ def _collective_cell(entry: dict) -> str:
 
 def render(result: dict) -> str:
     m, model = result["meta"], result["model"]
-    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
     lines = [
-        f"command: {m['command']}",
-        (
-            f"machine: {m['machine']}; "
-            f"load average {m['load_average_start']} -> {m['load_average_end']}"
-        ),
-        f"versions: {versions}",
-        f"date: {m['date']}",
+        *header_lines(m),
         (
             f"model: {model['params']:,} float32 parameters in {len(model['shapes'])} leaves, "
             f"{len(model['split'])} split over {DEVICES} devices "
