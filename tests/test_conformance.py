@@ -3,7 +3,9 @@
 Each row: a factory ``lr -> GradientTransformation`` and the learning rates and step counts with
 which it reaches the minimum of the ill-conditioned quadratic f = 0.1 x1^2 + 2 x2^2 and of the
 Rosenbrock function from (-1, 1). The rates are ordinary hyperparameters for each method; the
-bar (distance to the minimiser) is the same for all.
+bar (distance to the minimiser) is the same for all. A row whose update takes the objective
+(a loss ``value=``, a ``value_fn=`` to search along) is given it as a training loop would: the
+convergence checks give the function they minimise, the other tables ``tree_loss``.
 """
 
 import functools
@@ -20,10 +22,42 @@ import optjax
 from optjax import torch_compat as tc
 
 
+def tree_loss(params):
+    """The objective the per-row tables hand the rows that take one (their gradients are drawn
+    at random, not this function's: a loss value and a function to search along are all those
+    rows need there): half the sum of |p|^2 over every leaf, in float32 at least."""
+    leaves = [jnp.asarray(p) for p in jax.tree.leaves(params)]
+    dtype = optjax.tree.compute_dtype(*(p.dtype for p in leaves))
+    return 0.5 * sum(jnp.sum(jnp.abs(p.astype(dtype)) ** 2) for p in leaves)
+
+
+def with_objective(tx, f, args) -> optjax.GradientTransformation:
+    """``tx`` given, beside the gradients, what a training loop hands an optimizer that needs
+    the objective: ``args`` among value=f(params), grad= (the gradient passed) and value_fn=f.
+    Flat-ready when ``tx`` is (``f`` is a sum over the leaves: the padding adds 0)."""
+
+    def update(grads, state, params=None):
+        given = {"value": lambda: f(params), "grad": lambda: grads, "value_fn": lambda: f}
+        return tx.update(grads, state, params, **{name: given[name]() for name in args})
+
+    wrapped = optjax.GradientTransformation(tx.init, update)
+    return optjax.flat.mark_flat_ready(wrapped) if optjax.flat.is_flat_ready(tx) else wrapped
+
+
 class Row(NamedTuple):
-    make: Callable  # learning rate -> GradientTransformation
+    factory: Callable  # learning rate -> GradientTransformation
     quadratic: tuple[float, int]  # (learning rate, steps) to reach the quadratic's minimum
     rosenbrock: tuple[float, int]  # (learning rate, steps) to reach Rosenbrock's minimum
+    # What the update takes beside the gradients (value, grad, value_fn): the row's optimizer
+    # is stepped with them, from the objective a test names or else tree_loss.
+    objective: tuple[str, ...] = ()
+
+    def make(self, lr, objective=tree_loss) -> optjax.GradientTransformation:
+        return self.given_objective(self.factory(lr), objective)
+
+    def given_objective(self, tx, objective=tree_loss) -> optjax.GradientTransformation:
+        """``tx`` (this row's optimizer, or a variant of it) stepped as the row's is."""
+        return with_objective(tx, objective, self.objective) if self.objective else tx
 
 
 def batch_of_one() -> optjax.GradientTransformation:
@@ -95,8 +129,23 @@ ROWS = {
     ),
     "optimistic_adam": Row(lambda lr: optjax.optimistic_adam(lr), (0.1, 300), (3e-3, 5000)),
     "optimistic_adam_v2": Row(lambda lr: optjax.optimistic_adam_v2(lr), (0.1, 300), (3e-3, 5000)),
-    # With a line search its update needs value=, grad= and value_fn= (tests/test_lbfgs.py).
     "lbfgs": Row(lambda lr: optjax.lbfgs(lr, linesearch=None), (0.5, 50), (0.5, 200)),
+    # The rows whose update takes the objective: L-BFGS with its line searches (optax's
+    # default, the zoom, and the backtracking one), Polyak's step, MoMo.
+    "lbfgs_zoom": Row(
+        lambda lr: optjax.lbfgs(lr), (1.0, 30), (1.0, 100), ("value", "grad", "value_fn")
+    ),
+    "lbfgs_backtracking": Row(
+        lambda lr: optjax.lbfgs(
+            lr, linesearch=optjax.scale_by_backtracking_linesearch(max_backtracking_steps=15)
+        ),
+        (1.0, 30),
+        (1.0, 300),
+        ("value", "grad", "value_fn"),
+    ),
+    "polyak_sgd": Row(
+        lambda lr: optjax.polyak_sgd(max_learning_rate=lr), (1.0, 300), (1e-2, 5000), ("value",)
+    ),
     # optax.contrib's. AdEMAMix's slow momentum needs b3 = 0.999 within a few thousand steps (the
     # paper's advice for short runs); Simplified AdEMAMix's momentum is a sum, its steps
     # 1 / (1 - b1) times Adam's. ACProp's denominator is the step before's: at Rosenbrock's
@@ -109,6 +158,18 @@ ROWS = {
         lambda lr: optjax.simplified_ademamix(lr, b1=0.9), (3e-3, 300), (1e-2, 2000)
     ),
     "madgrad": Row(lambda lr: optjax.madgrad(lr), (0.03, 300), (1e-3, 3000)),
+    # Adam whose step halves when the loss has not fallen for 10 steps, down to 1/100 (with
+    # optax's floor of 0 the scale collapses once the loss stalls near the minimum).
+    "reduce_on_plateau": Row(
+        lambda lr: optjax.chain(
+            optjax.adam(lr), optjax.reduce_on_plateau(factor=0.5, patience=10, min_scale=1e-2)
+        ),
+        (0.1, 1000),
+        (1e-2, 2000),
+        ("value",),
+    ),
+    "momo": Row(lambda lr: optjax.momo(lr), (1.0, 300), (1e-2, 3000), ("value",)),
+    "momo_adam": Row(lambda lr: optjax.momo_adam(lr), (1.0, 300), (1e-2, 3000), ("value",)),
     "acprop": Row(lambda lr: optjax.acprop(lr, eps=1e-2), (0.03, 300), (1e-3, 10000)),
     "muon": Row(lambda lr: optjax.muon(lr), (0.1, 300), (1e-2, 2000)),
     "galore": Row(lambda lr: optjax.galore(lr), (0.1, 300), (1e-2, 2000)),
@@ -173,6 +234,12 @@ ROWS = {
     # One iteration per update and no line search: no objective function is needed (with one,
     # tests/test_torch_more.py runs torch's inner loop and line search).
     "torch.LBFGS": Row(lambda lr: tc.LBFGS(lr, max_iter=1), (0.5, 50), (0.5, 200)),
+    "torch.LBFGS_strong_wolfe": Row(
+        lambda lr: tc.LBFGS(lr, max_iter=4, line_search_fn="strong_wolfe"),
+        (1.0, 10),
+        (1.0, 50),
+        ("value_fn",),
+    ),
     # torch's Muon takes matrices only: the rest go to torch's AdamW, as torch's docs advise.
     "torch.Muon": Row(lambda lr: muon_with_adamw(lr), (0.1, 300), (3e-3, 5000)),
 }
@@ -204,14 +271,16 @@ def _minimise(tx, f, x0, steps):
 @pytest.mark.parametrize("name", ROWS)
 def test_converges_on_ill_conditioned_quadratic(name):
     lr, steps = ROWS[name].quadratic
-    x = jax.jit(lambda: _minimise(ROWS[name].make(lr), quadratic, (3.0, 2.0), steps))()
+    x = jax.jit(lambda: _minimise(ROWS[name].make(lr, quadratic), quadratic, (3.0, 2.0), steps))()
     assert float(jnp.linalg.norm(x)) < 1e-2, x
 
 
 @pytest.mark.parametrize("name", ROWS)
 def test_converges_on_rosenbrock(name):
     lr, steps = ROWS[name].rosenbrock
-    x = jax.jit(lambda: _minimise(ROWS[name].make(lr), rosenbrock, ROSENBROCK_START, steps))()
+    x = jax.jit(
+        lambda: _minimise(ROWS[name].make(lr, rosenbrock), rosenbrock, ROSENBROCK_START, steps)
+    )()
     assert float(jnp.linalg.norm(x - 1.0)) < 5e-2, x
 
 
@@ -260,7 +329,7 @@ def test_second_jitted_step_does_not_recompile(name):
 def test_vmap_over_learning_rates_matches_separate_runs(name):
     rates = [1e-3, 3e-2]
     make = ROWS[name].make
-    run = lambda lr: _minimise(make(lr), quadratic, (3.0, 2.0), 5)
+    run = lambda lr: _minimise(make(lr, quadratic), quadratic, (3.0, 2.0), 5)
     batched = jax.jit(jax.vmap(run))(jnp.array(rates))
     for i, lr in enumerate(rates):
         separate = jax.jit(functools.partial(run, lr))()  # lr a Python float, as users pass it
@@ -268,17 +337,61 @@ def test_vmap_over_learning_rates_matches_separate_runs(name):
     assert not np.allclose(batched[0], batched[1])  # the rates did take effect
 
 
+# Its line search loops until a condition holds (lax.while_loop), which JAX differentiates
+# forward only.
+FORWARD_ONLY = {"lbfgs_zoom"}
+# torch's strong Wolfe search brackets and interpolates in up to 25 evaluations per step: the
+# loss two steps on is piecewise in lr (0.654 at lr = 0.0100, 0.985 at 0.0101), so a finite
+# difference measures the jumps, not the derivative within a piece.
+PIECEWISE_IN_LR = {"torch.LBFGS_strong_wolfe"}
+
+
 @pytest.mark.parametrize("name", ROWS)
 def test_grad_through_update(name):
+    if name in PIECEWISE_IN_LR:
+        pytest.skip("the loss after its line search is piecewise in the learning rate")
     make = ROWS[name].make
+    differentiate = jax.jacfwd if name in FORWARD_ONLY else jax.grad
     x0 = jnp.array([3.0, 2.0])
 
     def loss_after_two_steps(lr):
-        return quadratic(_minimise(make(lr), quadratic, x0, 2))
+        return quadratic(_minimise(make(lr, quadratic), quadratic, x0, 2))
 
     lr, h = 1e-2, 1e-3
-    d = jax.jit(jax.grad(loss_after_two_steps))(lr)
+    d = jax.jit(differentiate(loss_after_two_steps))(lr)
     loss = jax.jit(loss_after_two_steps)  # one program for both evaluations
     finite_difference = (loss(lr + h) - loss(lr - h)) / (2 * h)
     assert bool(jnp.isfinite(d))
     np.testing.assert_allclose(d, finite_difference, rtol=2e-2, atol=1e-3)
+
+
+# Every optimizer optjax exports, with the rows that run it. Each row's factory calls the
+# optimizer named here (read the table above); the test below catches a row removed or renamed.
+OPTIMIZERS = {
+    **{name: (name,) for name in ("sgd", "adagrad", "adadelta", "rmsprop", "adam", "adamw")},
+    **{name: (name,) for name in ("nadam", "nadamw", "amsgrad", "adamax", "adamaxw", "radam")},
+    **{name: (name,) for name in ("lion", "adafactor", "adabelief", "adan", "yogi", "novograd")},
+    **{name: (name,) for name in ("sm3", "lamb", "lars", "fromage", "sign_sgd", "signum")},
+    **{name: (name,) for name in ("rprop", "noisy_sgd", "optimistic_gradient_descent")},
+    **{name: (name,) for name in ("optimistic_adam", "optimistic_adam_v2", "polyak_sgd")},
+    "lbfgs": ("lbfgs", "lbfgs_zoom", "lbfgs_backtracking"),
+    **{name: (name,) for name in ("adopt", "ademamix", "simplified_ademamix", "madgrad")},
+    **{name: (name,) for name in ("acprop", "momo", "momo_adam", "muon", "galore", "prodigy")},
+    **{name: (name,) for name in ("schedule_free_sgd", "schedule_free_adamw", "dadapt_adamw")},
+    "schedule_free": ("schedule_free_sgd", "schedule_free_adamw"),
+    **{name: (name,) for name in ("dog", "dowg", "cocob", "mechanize", "sam", "sophia")},
+    **{name: (name,) for name in ("reduce_on_plateau", "dpsgd")},
+    **{
+        f"torch_compat.{name}": (f"torch.{name}",)
+        for name in tc.__all__
+        if name[0].isupper() and not name.endswith("State")
+    },
+    "torch_compat.LBFGS": ("torch.LBFGS", "torch.LBFGS_strong_wolfe"),
+}
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_every_optimizer_has_a_row(name):
+    module, _, attr = name.rpartition(".")
+    assert callable(getattr(optjax.torch_compat if module else optjax, attr)), name
+    assert set(OPTIMIZERS[name]) <= set(ROWS), OPTIMIZERS[name]

@@ -39,11 +39,11 @@ def _loss(params):
 @pytest.mark.parametrize("wrapper", WRAPPERS)
 @pytest.mark.parametrize("name", ROWS)
 def test_converges_keeps_dtypes_and_compiles_once(name, wrapper):
-    make = ROWS[name].make
-    lr, steps = ROWS[name].quadratic
+    row = ROWS[name]
+    make, (lr, steps) = row.factory, row.quadratic
     steps *= K if wrapper == "MultiSteps" else 1  # the same number of inner steps
     chex.clear_trace_counter()  # counts are kept per function across the table's rows
-    tx = WRAPPERS[wrapper](make, lr)
+    tx = row.given_objective(WRAPPERS[wrapper](make, lr), _loss)  # the wrapper passes it on
 
     @jax.jit
     @chex.assert_max_traces(n=1)  # the new learning rate below included

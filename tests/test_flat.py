@@ -167,10 +167,18 @@ EPS_ZERO = {
     "optimistic_adam": lambda lr: optjax.optimistic_adam(lr, eps=0.0),
     "optimistic_adam_v2": lambda lr: optjax.optimistic_adam_v2(lr, eps=0.0),
     "lbfgs": None,
+    "lbfgs_zoom": None,
+    "lbfgs_backtracking": None,
+    "polyak_sgd": None,  # eps = 0 is its default (the row runs it), and divides a global norm
     "adopt": lambda lr: optjax.adopt(lr, eps=0.0),
     "ademamix": lambda lr: optjax.ademamix(lr, b3=0.999, eps=0.0),
     "simplified_ademamix": lambda lr: optjax.simplified_ademamix(lr, b1=0.9, eps=0.0),
     "madgrad": lambda lr: optjax.madgrad(lr, eps=0.0),
+    "reduce_on_plateau": lambda lr: optjax.chain(
+        optjax.adam(lr, eps=0.0), optjax.reduce_on_plateau(factor=0.5, patience=10, min_scale=1e-2)
+    ),
+    "momo": None,  # no eps: it divides by a global norm only
+    "momo_adam": lambda lr: optjax.momo_adam(lr, eps=0.0),
     "acprop": lambda lr: optjax.acprop(lr, eps=0.0),
     "muon": lambda lr: optjax.muon(lr, eps=0.0),
     "galore": lambda lr: optjax.galore(lr, base_optimizer=optjax.adam(lr, eps=0.0)),
@@ -198,6 +206,7 @@ EPS_ZERO = {
     "torch.Rprop": None,
     "torch.ASGD": None,
     "torch.LBFGS": None,
+    "torch.LBFGS_strong_wolfe": None,
     "torch.Muon": None,
 }
 
@@ -311,7 +320,10 @@ def test_every_conformance_row_matches_tree_path(name):
 def test_eps_zero_keeps_the_padding_zero_and_a_global_norm_after_it_finite(name):
     """With eps = 0 the padding's 0 / 0 is NaN unless it is zeroed: a global reduction after it
     (clip_by_global_norm) would turn every update NaN."""
-    tx = lambda: optjax.chain(EPS_ZERO[name](1e-2), optjax.clip_by_global_norm(1e-3))
+    row = CONFORMANCE_ROWS[name]
+    tx = lambda: optjax.chain(
+        row.given_objective(EPS_ZERO[name](1e-2)), optjax.clip_by_global_norm(1e-3)
+    )
     assert_flat_matches_tree(tx, ulps=8, zero_grads=False)
 
 

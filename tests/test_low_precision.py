@@ -28,6 +28,13 @@ BF16, FP16, F32 = jnp.bfloat16, jnp.float16, jnp.float32
 # The state fields that hold second moments (averages and sums of g^2, Adamax's norm).
 SECOND_MOMENTS = ("nu", "nu_max", "e_g", "e_x", "sum_of_squares", "v_row", "v_col", "v")
 
+# torch.LBFGS's inner iterations take their gradients from the objective at the points its line
+# search tries, not from the gradients passed: in bf16 a trial step below the params' ulp leaves
+# the loss unchanged and ends the search (as in torch). The premise here, a step that is a
+# function of the gradients passed, does not hold for it.
+OWN_GRADIENTS = {"torch.LBFGS_strong_wolfe"}
+GRADIENT_DRIVEN = [name for name in ROWS if name not in OWN_GRADIENTS]
+
 SHAPES = {"w": (2, 3), "b": (4,)}  # torch.Adafactor factors w; optjax's Adafactor keeps it whole
 
 
@@ -81,7 +88,7 @@ def _forgetting_run(make, dtype, first=200, then=800):
     return _steps(make(), _params(dtype), grads)
 
 
-@pytest.mark.parametrize("name", ROWS)
+@pytest.mark.parametrize("name", GRADIENT_DRIVEN)
 def test_bf16_second_moment_forgets_like_float32(name):
     make = functools.partial(ROWS[name].make, 1e-2)
     (want, _), (got, state) = jax.jit(
@@ -110,7 +117,7 @@ def _small_gradient_run(make, dtype, steps=5):
     return _steps(make(), _params(dtype), grads)
 
 
-@pytest.mark.parametrize("name", ROWS)
+@pytest.mark.parametrize("name", GRADIENT_DRIVEN)
 def test_fp16_small_gradients_give_finite_float32_steps(name):
     make = functools.partial(ROWS[name].make, 1e-2)
     (want, _), (got, state) = jax.jit(

@@ -3,8 +3,7 @@ optimistic_gradient_descent, optimistic_adam and its v2) and Polyak's step size 
 polyak_sgd) against optax 0.2.8 step by step, in float64 and float32; then the places where
 optjax is right and optax is not, the flat layout, and bad hyperparameters.
 
-polyak_sgd has no row in the conformance table: its update needs the loss (``value=``), which
-the table's loop does not pass.
+polyak_sgd's row in the conformance table is given the loss (``value=``) from the objective.
 """
 
 from __future__ import annotations

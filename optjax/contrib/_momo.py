@@ -29,6 +29,7 @@ from optjax._checks import (
     check_nonnegative,
 )
 from optjax.base import GradientTransformation, ScalarOrSchedule, StepCount, Updates
+from optjax.core import with_input_checks
 from optjax.flat import flat_ready
 
 __all__ = ["MomoAdamState", "MomoState", "momo", "momo_adam"]
@@ -218,7 +219,7 @@ def momo(
         count = tree.safe_increment(state.count)
         return new_updates, MomoState(exp_avg, barf, gamma, lb, count)
 
-    return GradientTransformation(init, update)
+    return with_input_checks("momo", GradientTransformation(init, update))
 
 
 @flat_ready
@@ -310,4 +311,4 @@ def momo_adam(
         )
         return new_updates, MomoAdamState(exp_avg, exp_avg_sq, barf, gamma, lb, count)
 
-    return GradientTransformation(init, update)
+    return with_input_checks("momo_adam", GradientTransformation(init, update))

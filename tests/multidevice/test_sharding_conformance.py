@@ -138,7 +138,10 @@ def spec_of(abstract):
 
 # State replicated by design: torch's L-BFGS keeps its history as vectors of all the parameters
 # at once (torch's flat view of them), which no one parameter's sharding describes.
-REPLICATED = {"torch.LBFGS": "torch.LBFGS's history vectors are replicated"}
+REPLICATED = {
+    name: "torch.LBFGS's history vectors are replicated"
+    for name in ("torch.LBFGS", "torch.LBFGS_strong_wolfe")
+}
 
 
 def galore_spec(path, x):
