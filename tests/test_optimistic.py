@@ -36,7 +36,8 @@ from optjax.transforms.optimistic import scale_by_optimistic_gradient, scale_by_
 
 STEPS = 3
 SHAPES = {"scalar": (), "vector": (5,), "matrix": (4, 3)}
-NOISY_SHAPES = {"scalar": (), "matrix": (4, 3)}
+# Two leaves of each shape: add_noise draws a shape's noise for all its leaves in one call.
+NOISY_SHAPES = {"scalar": (), "matrix": (4, 3), "scalar_2": (), "matrix_2": (4, 3)}
 INT32_MAX = 2**31 - 1
 
 
@@ -142,10 +143,11 @@ CASES = {
 def test_matches_optax(name, standard_promotion):
     ours, theirs, extras, fields = CASES[name]
     # Random bits compile slowly: the noisy cases take two leaves and two steps.
-    shapes, steps = (NOISY_SHAPES, 2) if "noise" in name or "noisy" in name else (SHAPES, STEPS)
+    noisy = "noise" in name or "noisy" in name
+    shapes, steps = (NOISY_SHAPES, 2) if noisy else (SHAPES, STEPS)
     params = random_tree(0, shapes)
     grads = [random_tree(1 + t, shapes) for t in range(steps)]
-    assert_matches_optax(ours, theirs, params, grads, extras, state_fields=fields)
+    assert_matches_optax(ours, theirs, params, grads, extras, state_fields=fields, random=noisy)
 
 
 # ------------------------------------------------------------ where optax is wrong or crashes

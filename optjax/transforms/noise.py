@@ -107,12 +107,20 @@ def add_noise(
         leaves, treedef = jax.tree.flatten(updates)
         keys = jax.random.split(sample, len(leaves))
 
-        def noisy(g, k):
-            wide = tree.compute_dtype(g.dtype)
+        # Leaves of one shape and dtype draw their noise in one batched call (the same numbers
+        # as a call per leaf: each leaf's key gives its own), one program op for all of them.
+        groups: dict = {}
+        for i, g in enumerate(leaves):
+            groups.setdefault((jnp.shape(g), jnp.result_type(g)), []).append(i)
+        noisy_leaves = list(leaves)
+        for (shape, dtype), where in groups.items():
+            wide = tree.compute_dtype(dtype)
             sigma = jnp.sqrt(variance).astype(wide)
-            return (g.astype(wide) + sigma * jax.random.normal(k, g.shape, wide)).astype(g.dtype)
-
-        noisy_leaves = [noisy(g, k) for g, k in zip(leaves, keys)]
+            draw = jax.vmap(lambda k, shape=shape, wide=wide: jax.random.normal(k, shape, wide))
+            noise = sigma * draw(keys[jnp.asarray(where)])
+            for j, i in enumerate(where):
+                g = leaves[i]
+                noisy_leaves[i] = (g.astype(wide) + noise[j]).astype(g.dtype)
         return treedef.unflatten(noisy_leaves), AddNoiseState(count, jax.random.key_data(key))
 
     # One key per leaf, as on the tree path, and no noise in the flat layout's padding.
