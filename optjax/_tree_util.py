@@ -392,12 +392,14 @@ def global_norm_factors(tree) -> tuple[jax.Array, jax.Array]:
     itself is past the dtype's range."""
     norm = jnp.sqrt(sum_of_squares(tree))
 
-    def rescaled():
+    def rescaled():  # the norm is inf: m > 0, and m is finite unless a leaf holds an inf
         m = _max_abs(tree).astype(norm.dtype)
-        safe = jnp.where(jnp.isfinite(m) & (m > 0), m, 1.0)
+        safe = jnp.where(jnp.isfinite(m), m, 1.0)
         scaled = jax.tree.map(lambda x: wide(x) / safe.astype(compute_dtype(x.dtype)), tree)
         r = jnp.sqrt(sum_of_squares(scaled)).astype(norm.dtype)
-        return jnp.where(jnp.isfinite(m), safe, m), r
+        # m itself, not an expression of it: returning one (even where(m == 0, 1, m)) made XLA
+        # take 15x longer to compile a tree of 300 leaves (27 s against 1.9 s).
+        return m, r
 
     return jax.lax.cond(jnp.isinf(norm), rescaled, lambda: (jnp.ones_like(norm), norm))
 
