@@ -375,6 +375,16 @@ def sum_of_squares(tree) -> jax.Array:
     return sum((p.astype(dtype) for p in parts[1:]), parts[0].astype(dtype))
 
 
+def signed_once(total: jax.Array) -> jax.Array:
+    """``total / (|total| + 1)``: a number with the sign of ``total`` (finite), for a comparison.
+
+    Compare this, not ``total``, where ``total`` is reduced over every leaf and the comparison
+    feeds each leaf's update: XLA copies a cheap expression of such a total (a comparison, the
+    sum of the per-leaf parts itself) into every leaf's computation, which makes the program,
+    and its compile, grow as the leaves squared; a division it computes once."""
+    return total / (jnp.abs(total) + 1)
+
+
 def _max_abs(tree) -> jax.Array:
     """``max |x|`` over every element (the flat layout's padding is zero: it changes nothing)."""
     leaves = tree.buffers if isinstance(tree, FlatBuffers) else jax.tree.leaves(tree)

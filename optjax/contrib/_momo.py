@@ -28,6 +28,7 @@ from optjax._checks import (
     check_learning_rate,
     check_nonnegative,
 )
+from optjax._tree_util import signed_once
 from optjax.base import GradientTransformation, ScalarOrSchedule, StepCount, Updates
 from optjax.core import with_input_checks
 from optjax.flat import flat_ready
@@ -109,9 +110,10 @@ def _step_size(barf, gamma, iprod, norm, alpha, weight_decay, lb, lower_bound, b
     this_lb = lb
     if adapt:  # a model below the bound means the bound was too high: lower it
         cap = c * (barf - gamma) + iprod
-        this_lb = jnp.where(cap < c * bc1 * lb, jnp.maximum(cap / (2 * bc1 * c), lower_bound), lb)
+        below = signed_once(cap - c * bc1 * lb) < 0  # cap < c bc1 lb, computed once
+        this_lb = jnp.where(below, jnp.maximum(cap / (2 * bc1 * c), lower_bound), lb)
     gap = jnp.maximum(c * (barf - bc1 * this_lb - gamma) + iprod, 0)
-    positive = norm > 0
+    positive = signed_once(norm) > 0  # norm > 0, computed once
     t1 = jnp.where(positive, gap / jnp.where(positive, norm, 1), 0)
     tau = jnp.minimum(alpha / bc1, t1)
     new_lb = lb

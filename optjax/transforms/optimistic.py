@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from optjax import tree
 from optjax._checks import check_choice, check_finite, check_learning_rate, check_nonnegative
+from optjax._tree_util import signed_once
 from optjax.base import EmptyState, GradientTransformation, ScalarOrSchedule, StepCount, Updates
 from optjax.flat import flat_ready
 
@@ -131,7 +132,7 @@ def scale_by_polyak(
         if variant == "sps+":
             gap = jnp.maximum(gap, 0)
         denominator = squared_norm + jnp.asarray(eps, dtype)
-        positive = denominator > 0
+        positive = signed_once(denominator) > 0  # denominator > 0, computed once
         step = jnp.minimum(
             gap / jnp.where(positive, denominator, 1), jnp.asarray(max_learning_rate, dtype)
         )
