@@ -130,3 +130,17 @@ def test_bad_arguments_are_refused():
         cwd=REPO,
     )
     assert proc.returncode == 2 and "--optimizers must be among" in proc.stderr
+
+
+def test_galore_alignment_quick_run_prints_a_row_per_step():
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "galore_alignment.py"), "--quick"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line.split(" | ")[0].strip("| ") for line in proc.stdout.splitlines()[4:]]
+    assert rows == ["optjax", "optjax without alignment", "optjax reading one row", "optax"]
