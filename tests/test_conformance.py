@@ -398,14 +398,15 @@ def test_every_optimizer_has_a_row(name):
 
 
 # XLA copies a comparison of a total over all leaves, with the total's whole sum, into each
-# leaf's update (see optjax._tree_util.signed_once): still so in these rows.
+# leaf's update (see optjax._tree_util.signed_once): still so in these rows, through L-BFGS's
+# curvature and line-search conditions and DP-SGD's per-example clipping (a select per example).
 QUADRATIC_IN_LEAVES = {"lbfgs", "lbfgs_zoom", "lbfgs_backtracking", "dpsgd"}
 
 
 @pytest.mark.parametrize(
     "name",
     [
-        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="to fix"))
+        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="grows faster"))
         if n in QUADRATIC_IN_LEAVES
         else n
         for n in ROWS
