@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 from typing import NamedTuple
 
 import jax
@@ -109,9 +110,9 @@ def add_noise(
 
         # Leaves of one shape and dtype draw their noise in one batched call (the same numbers
         # as a call per leaf: each leaf's key gives its own), one program op for all of them.
-        groups: dict = {}
+        groups = collections.defaultdict(list)
         for i, g in enumerate(leaves):
-            groups.setdefault((jnp.shape(g), jnp.result_type(g)), []).append(i)
+            groups[jnp.shape(g), jnp.result_type(g)].append(i)
         noisy_leaves = list(leaves)
         for (shape, dtype), where in groups.items():
             wide = tree.compute_dtype(dtype)
