@@ -413,8 +413,9 @@ QUADRATIC_IN_LEAVES = {"lbfgs", "lbfgs_zoom", "lbfgs_backtracking", "dpsgd"}
     ],
 )
 def test_step_program_grows_linearly_with_the_leaves(name):
-    """A tree twice as many leaves compiles to a program about twice as large (1.9x to 2.0x),
-    not four times: the compile of a model with thousands of leaves stays in seconds."""
+    """32 leaves compile to a program about twice as large as 16 do (1.9x to 2.0x; a step that
+    copies a total into each leaf's update gives 2.1x to 2.6x here, and four times in the
+    limit): the compile of a model with thousands of leaves stays in seconds."""
     tx = ROWS[name].make(1e-2)
 
     def program_size(leaves):
@@ -422,4 +423,4 @@ def test_step_program_grows_linearly_with_the_leaves(name):
         step = jax.jit(lambda g, s, p: tx.update(g, s, p))
         return len(step.lower(params, tx.init(params), params).compile().as_text())
 
-    assert program_size(64) < 2.2 * program_size(32)
+    assert program_size(32) < 2.1 * program_size(16)
