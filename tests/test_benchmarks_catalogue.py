@@ -25,19 +25,22 @@ def bench():
         sys.path.remove(str(REPO / "benchmarks"))
 
 
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench") / "result.json"
-    command = [sys.executable, str(SCRIPT), "--quick", "--ns-size", "64"]
-    command += ["--trees", ",".join(TREES), "--optimizers", ",".join(OPTIMIZERS)]
-    proc = subprocess.run(
-        [*command, "--json", str(out)],
+def run(script: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(script), *args],
         check=False,
         capture_output=True,
         text=True,
         timeout=300,
         cwd=REPO,
     )
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "result.json"
+    args = ["--quick", "--ns-size", "64", "--trees", ",".join(TREES)]
+    proc = run(SCRIPT, *args, "--optimizers", ",".join(OPTIMIZERS), "--json", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout, json.loads(out.read_text())
 
@@ -121,26 +124,12 @@ def test_trials_shrink_for_slow_groups_but_never_below_three(bench):
 
 
 def test_bad_arguments_are_refused():
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--optimizers", "adan,adam"],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-    )
+    proc = run(SCRIPT, "--optimizers", "adan,adam")
     assert proc.returncode == 2 and "--optimizers must be among" in proc.stderr
 
 
 def test_galore_alignment_quick_run_prints_a_row_per_step():
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "galore_alignment.py"), "--quick"],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-    )
+    proc = run(REPO / "benchmarks" / "galore_alignment.py", "--quick")
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line.split(" | ")[0].strip("| ") for line in proc.stdout.splitlines()[4:]]
     assert rows == ["optjax", "optjax without alignment", "optjax reading one row", "optax"]
