@@ -27,7 +27,6 @@ steps of the default coefficients) on one square matrix, outside any optimizer.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -396,9 +395,7 @@ def main(argv=None) -> dict:
     if args.quick:
         compile_fast()
     result = run_benchmark(args)
-    print(render(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+    step_bench.report(render(result), result, args.json)
     return result
 
 

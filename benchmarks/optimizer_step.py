@@ -561,12 +561,17 @@ def split_choices(parser: argparse.ArgumentParser, args, **allowed: list[str]) -
         setattr(args, name, chosen)
 
 
+def report(text: str, result: dict, json_path: str | None) -> None:
+    """Print a benchmark's table; with ``json_path``, also write its results there as JSON."""
+    print(text)
+    if json_path:
+        Path(json_path).write_text(json.dumps(result, indent=1))
+
+
 def main(argv=None) -> dict:
     args = parse(sys.argv[1:] if argv is None else argv)
     result = run_benchmark(args)
-    print(render(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+    report(render(result), result, args.json)
     return result
 
 

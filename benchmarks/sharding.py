@@ -41,7 +41,6 @@ jax.config.update("jax_num_cpu_devices", 8)  # before anything starts JAX's back
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
-import json  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
 import re  # noqa: E402
@@ -58,7 +57,12 @@ import optjax  # noqa: E402
 from optjax import sharding  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from optimizer_step import header_lines, split_choices, time_cases  # noqa: E402  (the same trials)
+from optimizer_step import (  # noqa: E402  (the same trials and table header)
+    header_lines,
+    report,
+    split_choices,
+    time_cases,
+)
 
 DEVICES = 8
 AXIS = "data"
@@ -359,9 +363,7 @@ def parse(argv):
 def main(argv=None) -> dict:
     args = parse(sys.argv[1:] if argv is None else argv)
     result = run_benchmark(args)
-    print(render(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+    report(render(result), result, args.json)
     return result
 
 

@@ -126,9 +126,8 @@ def _fromage_step(learning_rate: ScalarOrSchedule) -> GradientTransformation:
             a, b = (jnp.asarray(x).astype(wide) for x in (step, shrink))
             return (b * p.astype(wide) - a * d.astype(wide)).astype(d.dtype)
 
-        return tree.map_like(move, updates, params, names=("updates", "params")), next_count_state(
-            state
-        )
+        moved = tree.map_like(move, updates, params, names=("updates", "params"))
+        return moved, next_count_state(state)
 
     return GradientTransformation(init, update)
 
