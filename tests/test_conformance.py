@@ -397,21 +397,7 @@ def test_every_optimizer_has_a_row(name):
     assert set(OPTIMIZERS[name]) <= set(ROWS), OPTIMIZERS[name]
 
 
-# XLA copies a comparison of a total over all leaves, with the total's whole sum, into each
-# leaf's update (see optjax._tree_util.signed_once): still so in these rows, through L-BFGS's
-# curvature and line-search conditions and DP-SGD's per-example clipping (a select per example).
-QUADRATIC_IN_LEAVES = {"lbfgs", "lbfgs_zoom", "lbfgs_backtracking", "dpsgd"}
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="grows faster"))
-        if n in QUADRATIC_IN_LEAVES
-        else n
-        for n in ROWS
-    ],
-)
+@pytest.mark.parametrize("name", ROWS)
 def test_step_program_grows_linearly_with_the_leaves(name):
     """32 leaves compile to a program about twice as large as 16 do (1.9x to 2.0x; a step that
     copies a total into each leaf's update gives 2.1x to 2.6x here, and four times in the

@@ -238,6 +238,34 @@ def test_zoom_keep_stuck_at_rate_zero_after_a_failed_search(standard_promotion):
     np.testing.assert_allclose(ours, [0.0, 0.0], atol=1e-6)  # f's minimum along -grad
 
 
+def test_zoom_stores_the_gradient_at_the_step_it_returns():
+    # The state's gradient (which value_and_grad_from_state hands to the next step) is f's
+    # gradient where the search ended, also when it ran out of steps and fell back to the best
+    # step size with sufficient decrease met before its last try. Random sums of a parabola and
+    # a sine along a random multiple of -grad, with 1 to 4 steps allowed.
+    @functools.partial(jax.jit, static_argnums=0)
+    def search(steps, a, b, c, x0, scale):
+        f = lambda x: jnp.sum(a * x**2 + b * jnp.sin(c * x))
+        value, grad = jax.value_and_grad(f)(x0)
+        tx = optjax.scale_by_zoom_linesearch(max_linesearch_steps=steps, curv_rtol=0.1)
+        u, state = tx.update(-grad * scale, tx.init(x0), x0, value=value, grad=grad, value_fn=f)
+        return state, jax.value_and_grad(f)(x0 + u)
+
+    ran_out = 0
+    with jax.enable_x64(True):
+        for seed in range(60):
+            rng = np.random.default_rng(seed)
+            a, b, c = rng.uniform(0.1, 2, 3), rng.uniform(0, 2, 3), rng.uniform(1, 6, 3)
+            x0, scale = rng.normal(size=3), rng.uniform(0.05, 5)
+            for steps in (1, 2, 3, 4):
+                state, (value, grad) = search(steps, a, b, c, x0, scale)
+                np.testing.assert_allclose(state.grad, grad, rtol=1e-12, err_msg=f"{seed=}")
+                np.testing.assert_allclose(state.value, value, rtol=1e-12, err_msg=f"{seed=}")
+                info = state.info
+                ran_out += bool(max(info.decrease_error, info.curvature_error) > 0)
+    assert ran_out >= 20, ran_out  # the fall-back is exercised, not only accepted steps
+
+
 def test_zoom_slope_conjugated_on_complex_params(standard_promotion):
     # optax's zoom search forms the initial slope as Re <u, grad> = Re sum(conj(u) grad), right
     # for a conjugated gradient, but the gradient it stores (and value_and_grad_from_state gives

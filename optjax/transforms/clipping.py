@@ -277,7 +277,10 @@ def _clipped_sum(grads: Any, l2_norm_clip) -> tuple[Any, jax.Array]:
     norms = jax.vmap(tree.global_norm)(leaves)  # one per example, in float32 at least
     limit = jnp.asarray(l2_norm_clip, norms.dtype)
     keep = norms <= limit  # a zero gradient with a zero limit is kept (no 0/0)
-    multipliers = jnp.where(keep, 1, limit / jnp.where(keep, 1, norms))
+    # A quotient, not where(keep, 1, limit / norms): XLA computes a division once, where it would
+    # copy the comparison, with the norms' reduction over every leaf, into each leaf's sum
+    # (`tree.signed_once` says more).
+    multipliers = jnp.where(keep, 1, limit) / jnp.where(keep, 1, norms)
     clipped = jnp.sum(multipliers < 1, dtype=jnp.int32)
 
     def summed(g):

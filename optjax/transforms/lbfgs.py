@@ -64,7 +64,12 @@ def _safe_inverse(x):
 
 def _two_loop(g, s_memory, y_memory, rho, gamma, oldest):
     """``P g`` by Nocedal's two-loop recursion over the pairs, newest first, then oldest first.
-    ``oldest`` is the slot of the oldest pair (the next one to be overwritten)."""
+    ``oldest`` is the slot of the oldest pair (the next one to be overwritten).
+
+    Each loop applies a pair's coefficient in the iteration after the one that computes it (it
+    travels in the loop's carry): XLA copies a coefficient computed from an inner product over
+    all leaves, with the whole sum, into each leaf's update that reads it in the same iteration,
+    which makes the program grow as the leaves squared. The arithmetic is the recursion's."""
     m = rho.shape[0]
     order = (oldest + jnp.arange(m, dtype=jnp.int32)) % m  # oldest ... newest
     dtype = rho.dtype
@@ -72,22 +77,34 @@ def _two_loop(g, s_memory, y_memory, rho, gamma, oldest):
     def pair(j):
         return jax.tree.map(lambda x: x[j], s_memory), jax.tree.map(lambda x: x[j], y_memory)
 
-    def backward(q, j):  # alpha_j = rho_j <s_j, q>,  q <- q - alpha_j y_j
-        s, y = pair(j)
-        alpha = rho[j] * _inner(s, q, dtype)
-        return _axpy(q, -alpha, y), alpha
+    def alpha(q, j):  # alpha_j = rho_j <s_j, q>
+        return rho[j] * _inner(pair(j)[0], q, dtype)
 
-    q, alphas = jax.lax.scan(backward, jax.tree.map(tree.wide, g), order, reverse=True)
+    def backward(carry, j):  # q <- q - alpha_{j'} y_{j'} (j' the pair before), then alpha_j
+        q, alpha_before, before = carry
+        q = _axpy(q, -alpha_before, pair(before)[1])
+        return (q, alpha(q, j), j), alpha_before
+
+    newest_first = order[::-1]
+    q = jax.tree.map(tree.wide, g)
+    carry = (q, alpha(q, newest_first[0]), newest_first[0])
+    (q, alpha_last, last), alphas = jax.lax.scan(backward, carry, newest_first[1:])
+    q = _axpy(q, -alpha_last, pair(last)[1])
+    alphas = jnp.concatenate([alphas, alpha_last[None]])[::-1]  # oldest ... newest
+
+    def coefficient(r, j, alpha_j):  # alpha_j - beta_j,  beta_j = rho_j <y_j, r>
+        return alpha_j - rho[j] * _inner(pair(j)[1], r, dtype)
+
+    def forward(carry, j_alpha):  # r <- r + (alpha_{j'} - beta_{j'}) s_{j'}, then the next
+        r, c_before, before = carry
+        r = _axpy(r, c_before, pair(before)[0])
+        j, alpha_j = j_alpha
+        return (r, coefficient(r, j, alpha_j), j), None
+
     r = jax.tree.map(lambda x: x * gamma.astype(x.dtype), q)
-
-    def forward(r, j_alpha):  # beta_j = rho_j <y_j, r>,  r <- r + (alpha_j - beta_j) s_j
-        j, alpha = j_alpha
-        s, y = pair(j)
-        beta = rho[j] * _inner(y, r, dtype)
-        return _axpy(r, alpha - beta, s), None
-
-    r, _ = jax.lax.scan(forward, r, (order, alphas))
-    return r
+    carry = (r, coefficient(r, order[0], alphas[0]), order[0])
+    (r, c_last, last), _ = jax.lax.scan(forward, carry, (order[1:], alphas[1:]))
+    return _axpy(r, c_last, pair(last)[0])
 
 
 def scale_by_lbfgs(
@@ -167,11 +184,15 @@ def scale_by_lbfgs(
         weights = state.weights_memory.at[newest].set(rho)
 
         if scale_init_precond:
+            # One quotient (XLA computes a division once; a select of it would be copied, with
+            # the sums over all leaves, into each leaf's r = gamma q): sy / yy (1 where y = 0)
+            # after the first step, min(1, 1 / ||g||) = 1 / max(1, ||g||) at it.
             yy = tree.sum_of_squares(y).astype(dtype)
-            later = jnp.where(yy > 0, sy * _safe_inverse(yy), 1)
             norm = tree.global_norm(jax.lax.stop_gradient(updates)).astype(dtype)
-            first = jnp.minimum(1, 1 / norm)  # 1 for a zero gradient (1 / 0 = inf)
-            gamma = jnp.where(started, later, first).astype(dtype)
+            curved = started & (yy > 0)
+            numerator = jnp.where(curved, sy, 1)
+            denominator = jnp.where(curved, yy, jnp.where(started, 1, jnp.maximum(1, norm)))
+            gamma = (numerator / denominator).astype(dtype)
         else:
             gamma = jnp.ones([], dtype)
 

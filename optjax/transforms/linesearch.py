@@ -334,7 +334,12 @@ def scale_by_backtracking_linesearch(
 class _Zoom(NamedTuple):
     """The zoom search between two calls of f. ``low`` and ``high`` bracket a step size meeting
     both conditions, f(low) <= f(high) (low is not necessarily the smaller); ``ref`` is the third
-    point of the cubic fit; ``safe`` the best point met with sufficient decrease so far."""
+    point of the cubic fit; ``safe`` the best point met with sufficient decrease so far.
+
+    A step's gradient becomes ``safe_grad`` in the next step (or after the loop), by a condition
+    the step wrote to ``grad_is_safe``: XLA copies a condition computed from a slope, with its
+    sum over all leaves, into each leaf's select in the same step, which makes the program grow
+    as the leaves squared; a condition carried by the loop it reads once."""
 
     count: StepCount
     stepsize: jax.Array
@@ -356,7 +361,14 @@ class _Zoom(NamedTuple):
     value_ref: jax.Array
     safe_stepsize: jax.Array
     safe_value: jax.Array
-    safe_grad: Updates
+    safe_grad: Updates  # before this step's point: see grad_is_safe
+    grad_is_safe: jax.Array  # this step's point is the safe one: safe_grad is to become grad
+
+
+def _falls_back(s: _Zoom) -> jax.Array:
+    """The search ran out of steps with a safe point to return (or f was not finite at the last
+    step size tried)."""
+    return s.failed & ((s.safe_stepsize > 0) | jnp.isinf(s.decrease_error))
 
 
 def _cubic_minimizer(a, fa, fpa, b, fb, c, fc):
@@ -501,6 +513,7 @@ def scale_by_zoom_linesearch(
 
         def step(s):
             first = s.count == 0
+            safe_grad = _where(s.grad_is_safe, s.grad, s.safe_grad)
             # Bracketing: a larger step.
             grown = jnp.where(first, guess, as_scalar(increase_factor) * s.stepsize)
             at_cap = jnp.zeros([], bool)
@@ -527,9 +540,7 @@ def scale_by_zoom_linesearch(
             accepted = jnp.maximum(decrease, curvature) <= eps
             sufficient = decrease <= eps
             better = sufficient & (~zooming | (v < s.safe_value))
-            safe_stepsize, safe_value, safe_grad = _where(
-                better, (eta, v, g), (s.safe_stepsize, s.safe_value, s.safe_grad)
-            )
+            safe_stepsize, safe_value = _where(better, (eta, v), (s.safe_stepsize, s.safe_value))
             point = (eta, v, slope)
             low, high = (s.low, s.value_low, s.slope_low), (s.high, s.value_high, s.slope_high)
             previous = (s.stepsize, s.value, s.slope)
@@ -576,11 +587,11 @@ def scale_by_zoom_linesearch(
                 safe_stepsize=safe_stepsize,
                 safe_value=safe_value,
                 safe_grad=safe_grad,
+                grad_is_safe=better,
             )
-            # Out of steps: the safe point if there is one (or f was not finite at eta).
-            fall_back = failed & ((safe_stepsize > 0) | jnp.isinf(decrease))
-            eta, v, g = _where(fall_back, (safe_stepsize, safe_value, safe_grad), (eta, v, g))
-            return new._replace(stepsize=eta, value=v, grad=g)
+            # Out of steps: the safe point if there is one (its gradient after the loop).
+            eta, v = _where(_falls_back(new), (safe_stepsize, safe_value), (eta, v))
+            return new._replace(stepsize=eta, value=v)
 
         zero = jnp.zeros([], dtype)
         inf = jnp.full([], jnp.inf, dtype)
@@ -607,8 +618,11 @@ def scale_by_zoom_linesearch(
             safe_stepsize=zero,
             safe_value=value_init,
             safe_grad=grad,
+            grad_is_safe=no,
         )
         end = jax.lax.while_loop(lambda s: ~(s.done | s.failed), step, start)
+        safe_grad = _where(end.grad_is_safe, end.grad, end.safe_grad)
+        end = end._replace(grad=_where(_falls_back(end), safe_grad, end.grad))
         if verbose:
             jax.lax.cond(
                 end.failed,
