@@ -1,5 +1,6 @@
 """benchmarks/catalogue_step.py: its --quick run prints the side-by-side table and writes its
-JSON (the format only; timings are never asserted), and its catalogue builds in both libraries."""
+JSON (the format only; timings are never asserted), and its catalogue builds in both libraries;
+likewise the format of galore_alignment.py's and compile_time.py's tables."""
 
 import importlib
 import json
@@ -133,3 +134,17 @@ def test_galore_alignment_quick_run_prints_a_row_per_step():
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line.split(" | ")[0].strip("| ") for line in proc.stdout.splitlines()[4:]]
     assert rows == ["optjax", "optjax without alignment", "optjax reading one row", "optax"]
+
+
+def test_compile_time_prints_a_row_per_tree_and_marks_a_compile_past_its_limit():
+    script = REPO / "benchmarks" / "compile_time.py"
+    proc = run(script, "--leaves", "3", "--optimizers", "sign_sgd")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line.split(" | ") for line in proc.stdout.splitlines()[2:]]
+    assert [row[:2] for row in rows] == [["| sign_sgd", "3"]]
+    assert all(float(cell) > 0 for row in rows for cell in row[2:4]), rows  # seconds
+    assert all(float(cell.strip(" |")) > 0 for row in rows for cell in row[4:]), rows  # kB
+    proc = run(script, "--leaves", "4", "--optimizers", "sign_sgd", "--limit", "0.05")
+    assert proc.stdout.splitlines()[2] == "| sign_sgd | 4 | >0.05 | >0.05 | - | - |"
+    proc = run(script, "--optimizers", "sign_sgd,adam")
+    assert proc.returncode == 2 and "--optimizers must be among" in proc.stderr
