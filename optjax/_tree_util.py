@@ -17,6 +17,7 @@ group for FlatBuffers: compute with them through ``jax.tree.map``, which treats 
 
 from __future__ import annotations
 
+import collections
 import math
 from typing import Any
 
@@ -373,6 +374,24 @@ def sum_of_squares(tree) -> jax.Array:
         return jnp.zeros([], jnp.float32)
     dtype = compute_dtype(*(p.dtype for p in parts))
     return sum((p.astype(dtype) for p in parts[1:]), parts[0].astype(dtype))
+
+
+def normal_per_leaf(keys: jax.Array, leaves: list) -> list:
+    """Standard normal noise shaped like each leaf, in its compute dtype, leaf i from
+    ``keys[i]``. Leaves of one shape and dtype draw theirs in one batched call: the same numbers
+    as a call per leaf, in one program op for all of them (a call per leaf makes the compile of
+    thousands of leaves take minutes)."""
+    groups = collections.defaultdict(list)
+    for i, x in enumerate(leaves):
+        groups[jnp.shape(x), jnp.result_type(x)].append(i)
+    out: list = [None] * len(leaves)
+    for (shape, dtype), where in groups.items():
+        wide = compute_dtype(dtype)
+        draw = jax.vmap(lambda k, shape=shape, wide=wide: jax.random.normal(k, shape, wide))
+        noise = draw(keys[jnp.asarray(where)])
+        for j, i in enumerate(where):
+            out[i] = noise[j]
+    return out
 
 
 def signed_once(total: jax.Array) -> jax.Array:

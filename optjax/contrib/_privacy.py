@@ -10,8 +10,8 @@ import jax.numpy as jnp
 from jax.sharding import AxisType
 from jax.sharding import PartitionSpec as P
 
-from optjax import tree
 from optjax._checks import check_integer, check_nonnegative, check_unit_interval
+from optjax._tree_util import normal_per_leaf
 from optjax.base import GradientTransformation, ScalarOrSchedule
 from optjax.core import chain, identity
 from optjax.flat import FlatBuffers, mark_flat_ready, zero_padding
@@ -129,17 +129,16 @@ def differentially_private_aggregate(
         batch = _batch_size(updates, "differentially_private_aggregate")
         clipped = _clipped_total(updates, l2_norm_clip)
         leaves, treedef = jax.tree.flatten(clipped)
-        key, *keys = jax.random.split(
-            jax.random.wrap_key_data(state.rng_key, impl=impl), len(leaves) + 1
-        )
+        keys = jax.random.split(jax.random.wrap_key_data(state.rng_key, impl=impl), len(leaves) + 1)
+        key, keys = keys[0], keys[1:]
 
-        def noised(g, k):
-            wide = tree.compute_dtype(g.dtype)
+        def noised(g, noise):
+            wide = noise.dtype
             std = jnp.asarray(l2_norm_clip, wide) * jnp.asarray(noise_multiplier, wide)
-            noise = std * jax.random.normal(k, g.shape, wide)
-            return ((g.astype(wide) + noise) / jnp.asarray(batch, wide)).astype(g.dtype)
+            return ((g.astype(wide) + std * noise) / jnp.asarray(batch, wide)).astype(g.dtype)
 
-        out = treedef.unflatten([noised(g, k) for g, k in zip(leaves, keys)])
+        noise = normal_per_leaf(keys, leaves)
+        out = treedef.unflatten([noised(g, n) for g, n in zip(leaves, noise)])
         if isinstance(out, FlatBuffers):  # no noise in the flat layout's padding
             out = zero_padding(out, out.layout)
         return out, DifferentiallyPrivateAggregateState(jax.random.key_data(key))

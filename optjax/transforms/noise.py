@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 from typing import NamedTuple
 
 import jax
@@ -10,6 +9,7 @@ import jax.numpy as jnp
 
 from optjax import tree
 from optjax._checks import check_integer, check_nonnegative, is_traced
+from optjax._tree_util import normal_per_leaf
 from optjax.base import GradientTransformation, StepCount
 from optjax.flat import per_leaf
 
@@ -108,20 +108,10 @@ def add_noise(
         leaves, treedef = jax.tree.flatten(updates)
         keys = jax.random.split(sample, len(leaves))
 
-        # Leaves of one shape and dtype draw their noise in one batched call (the same numbers
-        # as a call per leaf: each leaf's key gives its own), one program op for all of them.
-        groups = collections.defaultdict(list)
-        for i, g in enumerate(leaves):
-            groups[jnp.shape(g), jnp.result_type(g)].append(i)
-        noisy_leaves = list(leaves)
-        for (shape, dtype), where in groups.items():
-            wide = tree.compute_dtype(dtype)
-            sigma = jnp.sqrt(variance).astype(wide)
-            draw = jax.vmap(lambda k, shape=shape, wide=wide: jax.random.normal(k, shape, wide))
-            noise = sigma * draw(keys[jnp.asarray(where)])
-            for j, i in enumerate(where):
-                g = leaves[i]
-                noisy_leaves[i] = (g.astype(wide) + noise[j]).astype(g.dtype)
+        noisy_leaves = []
+        for g, noise in zip(leaves, normal_per_leaf(keys, leaves)):
+            sigma = jnp.sqrt(variance).astype(noise.dtype)
+            noisy_leaves.append((g.astype(noise.dtype) + sigma * noise).astype(g.dtype))
         return treedef.unflatten(noisy_leaves), AddNoiseState(count, jax.random.key_data(key))
 
     # One key per leaf, as on the tree path, and no noise in the flat layout's padding.
