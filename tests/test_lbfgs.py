@@ -84,6 +84,7 @@ def _assert_same_steps(ours, theirs, rtol=1e-6):
 LBFGS_CASES = {
     "default-quadratic": (lambda lib: lib.lbfgs(), "quadratic", 10),
     "default-rosenbrock": (lambda lib: lib.lbfgs(), "rosenbrock", 45),
+    "memory_size_1-quadratic": (lambda lib: lib.lbfgs(memory_size=1), "quadratic", 15),
     "non_default-rosenbrock": (
         lambda lib: lib.lbfgs(
             memory_size=3,
@@ -132,6 +133,21 @@ def _fixed_rate_case():
 
 def test_lbfgs_with_a_learning_rate_and_no_line_search_matches_optax():
     _assert_same_steps(*_fixed_rate_case())
+
+
+@pytest.mark.parametrize("memory_size", [1, 2, 3])
+def test_small_memories_compile_to_programs_linear_in_the_leaves(memory_size):
+    """The two loops run memory_size - 1 times; XLA removes a loop it knows runs once or never,
+    and then copies each coefficient's sum over all leaves into every leaf (a program growing
+    as the leaves squared: 2.5x for twice the leaves at memory_size 1 and 2)."""
+    tx = optjax.scale_by_lbfgs(memory_size=memory_size)
+
+    def program_size(leaves):
+        params = {f"p{i:03d}": jnp.full((4,), 0.5 + i / 100) for i in range(leaves)}
+        step = jax.jit(lambda g, s, p: tx.update(g, s, p))
+        return len(step.lower(params, tx.init(params), params).compile().as_text())
+
+    assert program_size(32) < 2.1 * program_size(16)
 
 
 def test_complex_params_take_the_steps_of_their_real_and_imaginary_parts():

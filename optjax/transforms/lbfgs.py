@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from optjax import tree
 from optjax._checks import check_positive_int
@@ -69,10 +70,17 @@ def _two_loop(g, s_memory, y_memory, rho, gamma, oldest):
     Each loop applies a pair's coefficient in the iteration after the one that computes it (it
     travels in the loop's carry): XLA copies a coefficient computed from an inner product over
     all leaves, with the whole sum, into each leaf's update that reads it in the same iteration,
-    which makes the program grow as the leaves squared. The arithmetic is the recursion's."""
+    which makes the program grow as the leaves squared. XLA also removes a loop that runs once
+    or never, and the copying comes back: for memory_size 1 and 2 each loop runs twice, the
+    iterations past the pairs computing a coefficient that nothing applies. The arithmetic is
+    the recursion's."""
     m = rho.shape[0]
     order = (oldest + jnp.arange(m, dtype=jnp.int32)) % m  # oldest ... newest
     dtype = rho.dtype
+    trips = max(m - 1, 2)  # iteration t = 1 ... trips applies coefficient t - 1, computes t
+    t = np.arange(1, trips + 1)
+    applies = t <= m  # the coefficient before is a pair's (always, unless padded)
+    at = np.minimum(t, m - 1)  # the pair whose coefficient iteration t computes
 
     def pair(j):
         return jax.tree.map(lambda x: x[j], s_memory), jax.tree.map(lambda x: x[j], y_memory)
@@ -80,31 +88,43 @@ def _two_loop(g, s_memory, y_memory, rho, gamma, oldest):
     def alpha(q, j):  # alpha_j = rho_j <s_j, q>
         return rho[j] * _inner(pair(j)[0], q, dtype)
 
-    def backward(carry, j):  # q <- q - alpha_{j'} y_{j'} (j' the pair before), then alpha_j
+    def step(x, c, v, apply):  # x + c v, or x where padding applies nothing
+        return _axpy(x, c, v) if m > 2 else _where(apply, _axpy(x, c, v), x)
+
+    def backward(carry, xs):  # q <- q - alpha_{j'} y_{j'} (j' the pair before), then alpha_j
         q, alpha_before, before = carry
-        q = _axpy(q, -alpha_before, pair(before)[1])
+        j, apply = xs
+        q = step(q, -alpha_before, pair(before)[1], apply)
         return (q, alpha(q, j), j), alpha_before
 
     newest_first = order[::-1]
     q = jax.tree.map(tree.wide, g)
     carry = (q, alpha(q, newest_first[0]), newest_first[0])
-    (q, alpha_last, last), alphas = jax.lax.scan(backward, carry, newest_first[1:])
-    q = _axpy(q, -alpha_last, pair(last)[1])
-    alphas = jnp.concatenate([alphas, alpha_last[None]])[::-1]  # oldest ... newest
+    xs = (newest_first[at], jnp.asarray(applies))
+    (q, alpha_last, last), alphas = jax.lax.scan(backward, carry, xs)
+    if m > 2:  # the last coefficient is applied after the loop
+        q = _axpy(q, -alpha_last, pair(last)[1])
+        alphas = jnp.concatenate([alphas, alpha_last[None]])
+    alphas = alphas[:m][::-1]  # oldest ... newest
 
     def coefficient(r, j, alpha_j):  # alpha_j - beta_j,  beta_j = rho_j <y_j, r>
         return alpha_j - rho[j] * _inner(pair(j)[1], r, dtype)
 
-    def forward(carry, j_alpha):  # r <- r + (alpha_{j'} - beta_{j'}) s_{j'}, then the next
+    def forward(carry, xs):  # r <- r + (alpha_{j'} - beta_{j'}) s_{j'}, then the next
         r, c_before, before = carry
-        r = _axpy(r, c_before, pair(before)[0])
-        j, alpha_j = j_alpha
+        j, alpha_j, apply = xs
+        r = step(r, c_before, pair(before)[0], apply)
         return (r, coefficient(r, j, alpha_j), j), None
 
     r = jax.tree.map(lambda x: x * gamma.astype(x.dtype), q)
     carry = (r, coefficient(r, order[0], alphas[0]), order[0])
-    (r, c_last, last), _ = jax.lax.scan(forward, carry, (order[1:], alphas[1:]))
-    return _axpy(r, c_last, pair(last)[0])
+    xs = (order[at], alphas[at], jnp.asarray(applies))
+    (r, c_last, last), _ = jax.lax.scan(forward, carry, xs)
+    return _axpy(r, c_last, pair(last)[0]) if m > 2 else r
+
+
+def _where(condition, x, y):
+    return jax.tree.map(lambda a, b: jnp.where(condition, a, b), x, y)
 
 
 def scale_by_lbfgs(
