@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_benchmarks_speed import assert_refused
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "catalogue_step.py"
@@ -133,21 +134,12 @@ def test_trials_shrink_for_slow_groups_but_never_below_three(bench):
     ],
 )
 def test_bad_arguments_are_refused(bench, capsys, argv, named):
-    """The script's own parser, in this process: exit status 2 and a line naming the argument
-    (the quick run above starts the script as a command)."""
-    with pytest.raises(SystemExit) as exit:
-        bench.parse(argv)
-    assert exit.value.code == 2
-    error = capsys.readouterr().err
-    assert all(text in error for text in named), error
+    assert_refused(bench.parse, argv, named, capsys)
 
 
 def test_compile_time_refuses_an_optimizer_the_catalogue_lacks(bench, capsys):
-    compile_time = importlib.import_module("compile_time")
-    with pytest.raises(SystemExit) as exit:
-        compile_time.main(["--optimizers", "sign_sgd,adam"])
-    assert exit.value.code == 2
-    assert "--optimizers must be among" in capsys.readouterr().err
+    main = importlib.import_module("compile_time").main
+    assert_refused(main, ["--optimizers", "sign_sgd,adam"], ["--optimizers must be among"], capsys)
 
 
 def test_galore_alignment_quick_run_prints_a_row_per_step():

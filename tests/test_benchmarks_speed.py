@@ -153,10 +153,14 @@ def test_goals_are_judged_from_the_ratios(bench):
     ],
 )
 def test_bad_arguments_are_refused(bench, capsys, argv, named):
-    """The script's own parser, in this process: exit status 2 and a line naming the argument
-    (the quick run above starts the script as a command)."""
+    assert_refused(bench.parse, argv, named, capsys)
+
+
+def assert_refused(parse, argv, named, capsys) -> None:
+    """A benchmark script's own parser, in this process (the quick runs start each script as a
+    command): exit status 2 and a line holding each of ``named``."""
     with pytest.raises(SystemExit) as exit:
-        bench.parse(argv)
+        parse(argv)
     assert exit.value.code == 2
     error = capsys.readouterr().err
     assert all(text in error for text in named), error
