@@ -13,6 +13,7 @@ same; the machine code differs in speed, and in where a multiply-add is fused or
 vectorised, which can move a result by ulps. ``OPTJAX_TEST_XLA_DEFAULTS=1``
 runs the suite with XLA's defaults, as users compile; it passes too."""
 
+import gc
 import os
 
 if not os.environ.get("OPTJAX_TEST_XLA_DEFAULTS"):
@@ -24,6 +25,12 @@ import jax  # after XLA_FLAGS (read when the backend starts), though importing s
 import pytest
 
 jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+# Tracing makes objects by the million: with Python's default thresholds the cyclic collector
+# runs thousands of times and walks every module imported (tests/test_flat.py: 2491
+# collections, 3.5 s of 133 s; 13 and 0.8 s with these). Memory use is unchanged.
+gc.freeze()
+gc.set_threshold(50_000, 20, 20)
 
 
 def pytest_configure(config: pytest.Config) -> None:
