@@ -378,16 +378,22 @@ def sum_of_squares(tree) -> jax.Array:
 
 def normal_per_leaf(keys: jax.Array, leaves: list) -> list:
     """Standard normal noise shaped like each leaf, in its compute dtype, leaf i from
-    ``keys[i]``. Leaves of one shape and dtype draw theirs in one batched call: the same numbers
-    as a call per leaf, in one program op for all of them (a call per leaf makes the compile of
-    thousands of leaves take minutes)."""
+    ``keys[i]`` (``draw_per_leaf`` with ``jax.random.normal``)."""
+    return draw_per_leaf(jax.random.normal, keys, leaves, compute_dtype)
+
+
+def draw_per_leaf(sampler, keys: jax.Array, leaves: list, dtype_of=lambda d: d) -> list:
+    """``sampler(keys[i], leaf.shape, dtype_of(leaf.dtype))`` for each leaf i. Leaves of one
+    shape and dtype draw theirs in one batched call: the same numbers as a call per leaf, in one
+    program op for all of them (a call per leaf makes the compile of thousands of leaves take
+    minutes)."""
     groups = collections.defaultdict(list)
     for i, x in enumerate(leaves):
         groups[jnp.shape(x), jnp.result_type(x)].append(i)
     out: list = [None] * len(leaves)
     for (shape, dtype), where in groups.items():
-        wide = compute_dtype(dtype)
-        draw = jax.vmap(lambda k, shape=shape, wide=wide: jax.random.normal(k, shape, wide))
+        wide = dtype_of(dtype)
+        draw = jax.vmap(lambda k, shape=shape, wide=wide: sampler(k, shape, wide))
         noise = draw(keys[jnp.asarray(where)])
         for j, i in enumerate(where):
             out[i] = noise[j]

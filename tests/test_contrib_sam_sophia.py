@@ -301,6 +301,26 @@ def test_hutchinson_matches_optax_on_the_same_keys_and_is_unbiased(standard_prom
     np.testing.assert_allclose(draws.std(0), np.sqrt([1.25, 2.0, 1.0]), rtol=0.05)
 
 
+def test_hutchinson_leaves_of_one_shape_draw_optax_signs_leaf_by_leaf(standard_promotion):
+    # Leaves of one shape draw their signs in one batched call: each still from its own key.
+    a = jnp.array([[3.0, 1.0, 0.0], [1.0, 2.0, -1.0], [0.0, -1.0, 1.0]])
+    params = {name: jnp.zeros(3) for name in ("u", "v", "w")} | {"m": jnp.zeros((2, 3))}
+    loss = lambda p: sum(0.5 * x @ a @ x for x in (p["u"], p["v"], p["w"], *p["m"]))
+    ours = hutchinson_estimator_diag_hessian()
+    theirs = optax.contrib.hutchinson_estimator_diag_hessian()
+
+    def estimates(key):
+        raw = jax.random.key_data(key)
+        mine = ours.update(params, HutchinsonState(raw), params, obj_fn=loss)[0]
+        return mine, theirs.update(params, optax.contrib.HutchinsonState(raw), params, obj_fn=loss)[
+            0
+        ]
+
+    got, want = jax.jit(jax.vmap(estimates))(jax.random.split(jax.random.key(5), 64))
+    for name in params:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-6, err_msg=name)
+
+
 def test_hutchinson_handles_params_of_mixed_dtypes_where_optax_fails(standard_promotion):
     # optax casts every sign to the tree's lowest dtype (bf16 here): jvp then refuses a bf16
     # tangent for the float32 leaf.

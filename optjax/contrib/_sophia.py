@@ -15,6 +15,7 @@ from optjax._checks import (
     check_learning_rate,
     check_nonnegative,
 )
+from optjax._tree_util import draw_per_leaf
 from optjax.base import GradientTransformation, ScalarOrSchedule, StepCount, Updates
 from optjax.contrib._adopt import _clip
 from optjax.core import chain, extra_args_filter
@@ -90,11 +91,10 @@ def hutchinson_estimator_diag_hessian(random_seed: jax.Array | int | None = None
         key, sample = jax.random.split(jax.random.wrap_key_data(state.key, impl=impl))
         leaves, treedef = jax.tree.flatten(params)
         keys = jax.random.split(sample, len(leaves))
+        # Signs drawn as float32, then cast to each leaf's dtype.
+        draws = draw_per_leaf(jax.random.rademacher, keys, leaves, lambda d: jnp.float32)
         signs = treedef.unflatten(
-            [
-                jax.random.rademacher(k, jnp.shape(p), jnp.float32).astype(jnp.result_type(p))
-                for p, k in zip(leaves, keys)
-            ]
+            [z.astype(jnp.result_type(p)) for p, z in zip(leaves, draws, strict=True)]
         )
         hz = jax.jvp(jax.grad(obj_fn), (params,), (signs,))[1]
         estimate = tree.map_like(lambda h, z: h * z, hz, signs, names=("H z", "z"))
