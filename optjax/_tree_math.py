@@ -516,11 +516,13 @@ def bias_correction(moment: Any, decay: Any, count: Any) -> Any:
     check_decay("decay", decay)
     check_integer("count", count, low=1)
     count = jnp.asarray(count)
+    corrections: dict = {}  # one per real compute dtype, not one per leaf
 
     def correct(t):
         t = jnp.asarray(t)
         wide = _real(compute_dtype(t.dtype))
-        correction = -jnp.expm1(count.astype(wide) * _log_decay(decay, wide))
-        return (t.astype(compute_dtype(t.dtype)) / correction).astype(t.dtype)
+        if wide not in corrections:
+            corrections[wide] = -jnp.expm1(count.astype(wide) * _log_decay(decay, wide))
+        return (t.astype(compute_dtype(t.dtype)) / corrections[wide]).astype(t.dtype)
 
     return _zip_map(correct, (moment,), ("moment",))

@@ -95,13 +95,21 @@ def _div(x, c):
     return x / jnp.asarray(c).astype(x.dtype)
 
 
-def _first_moment_hat(g, m, b1, count, nesterov):
-    """m̂_t; with Nesterov, Dozat's look-ahead b1 m̂_{t+1} + (1 - b1) ĝ_t."""
-    m_hat = _div(m, tree.one_minus_power(b1, count))
-    if not nesterov:
+def _first_moment_corrections(b1, count, nesterov):
+    """``1 - b1^t`` and, with Nesterov, ``1 - b1^(t+1)`` (else None): scalars, formed once per
+    step rather than in each leaf's formula (where every leaf would trace its own copy)."""
+    c1 = tree.one_minus_power(b1, count)
+    return c1, tree.one_minus_power(b1, tree.safe_increment(count)) if nesterov else None
+
+
+def _first_moment_hat(g, m, b1, corrections):
+    """m̂_t; with Nesterov, Dozat's look-ahead b1 m̂_{t+1} + (1 - b1) ĝ_t. ``corrections`` are
+    `_first_moment_corrections`'."""
+    c1, c1_next = corrections
+    m_hat = _div(m, c1)
+    if c1_next is None:
         return m_hat
-    m_next = _div(m, tree.one_minus_power(b1, tree.safe_increment(count)))
-    return b1 * m_next + (1 - b1) * _div(g, tree.one_minus_power(b1, count))
+    return b1 * _div(m, c1_next) + (1 - b1) * _div(g, c1)
 
 
 @flat_ready
@@ -155,10 +163,11 @@ def scale_by_adam(
         mu = tree.ema(updates, state.mu, b1)
         nu = tree.ema(updates, state.nu, b2, order=2)
 
+        c1, c2 = _first_moment_corrections(b1, count, nesterov), tree.one_minus_power(b2, count)
+
         def ratio(g, m, v):
-            m_hat = _first_moment_hat(g, m, b1, count, nesterov)
-            v_hat = _div(v, tree.one_minus_power(b2, count))
-            return _div(m_hat, jnp.sqrt(v_hat + eps_root) + eps).astype(g.dtype)
+            m_hat = _first_moment_hat(g, m, b1, c1)
+            return _div(m_hat, jnp.sqrt(_div(v, c2) + eps_root) + eps).astype(g.dtype)
 
         updates = tree.map_like(ratio, updates, mu, nu, names=("updates", "mu", "nu"))
         return updates, ScaleByAdamState(count, mu, nu)
@@ -227,9 +236,10 @@ def scale_by_amsgrad(
             )
             nu_hat_max = nu_max
 
+        c1 = tree.one_minus_power(b1, count)
+
         def ratio(g, m, v):
-            m_hat = _div(m, tree.one_minus_power(b1, count))
-            return _div(m_hat, jnp.sqrt(tree.wide(v) + eps_root) + eps).astype(g.dtype)
+            return _div(_div(m, c1), jnp.sqrt(tree.wide(v) + eps_root) + eps).astype(g.dtype)
 
         updates = tree.map_like(ratio, updates, mu, nu_hat_max, names=("updates", "mu", "nu_max"))
         return updates, ScaleByAmsgradState(count, mu, nu, nu_max)
@@ -289,9 +299,10 @@ def scale_by_adamax(
         )
         denom_eps = 0.0 if eps_in_max else eps
 
+        c1 = tree.one_minus_power(b1, count)
+
         def ratio(g, m, v):
-            m_hat = _div(m, tree.one_minus_power(b1, count))
-            return _div(m_hat, tree.wide(v) + denom_eps).astype(g.dtype)
+            return _div(_div(m, c1), tree.wide(v) + denom_eps).astype(g.dtype)
 
         updates = tree.map_like(ratio, updates, mu, nu)
         return updates, ScaleByAdamState(count, mu, nu)
@@ -646,11 +657,13 @@ def scale_by_radam(
             (safe_rho - 4) * (safe_rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * safe_rho)
         )
 
+        c1, c2 = _first_moment_corrections(b1, count, nesterov), tree.one_minus_power(b2, count)
+
         def step(g, m, v):
-            m_hat = _first_moment_hat(g, m, b1, count, nesterov)
-            v_hat = _div(v, tree.one_minus_power(b2, count))
+            m_hat = _first_moment_hat(g, m, b1, c1)
+            v_hat = _div(v, c2)
             if eps_on_raw_nu:  # torch.optim.RAdam's form
-                root_c2 = jnp.sqrt(tree.one_minus_power(b2, count)).astype(v_hat.dtype)
+                root_c2 = jnp.sqrt(c2).astype(v_hat.dtype)
                 denom = (jnp.sqrt(tree.wide(v) + eps_root) + eps) / root_c2
             else:
                 denom = jnp.sqrt(v_hat + eps_root) + eps

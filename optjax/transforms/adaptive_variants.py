@@ -30,7 +30,12 @@ from optjax._checks import (
 )
 from optjax.base import GradientTransformation, StepCount, Updates
 from optjax.flat import flat_ready, per_leaf
-from optjax.transforms.adaptive import ScaleByAdamState, _div, _first_moment_hat
+from optjax.transforms.adaptive import (
+    ScaleByAdamState,
+    _div,
+    _first_moment_corrections,
+    _first_moment_hat,
+)
 
 __all__ = [
     "ScaleByAdanState",
@@ -132,10 +137,11 @@ def scale_by_belief(
 
         nu = tree.map_like(belief, updates, mu, state.nu, names=("updates", "mu", "nu"))
 
+        c1, c2 = _first_moment_corrections(b1, count, nesterov), tree.one_minus_power(b2, count)
+
         def ratio(g, m, s):
-            m_hat = _first_moment_hat(g, m, b1, count, nesterov)
-            s_hat = _div(s, tree.one_minus_power(b2, count))
-            return (m_hat / (jnp.sqrt(s_hat) + eps)).astype(g.dtype)
+            m_hat = _first_moment_hat(g, m, b1, c1)
+            return (m_hat / (jnp.sqrt(_div(s, c2)) + eps)).astype(g.dtype)
 
         updates = tree.map_like(ratio, updates, mu, nu, names=("updates", "mu", "nu"))
         return updates, ScaleByBeliefState(count, mu, nu)
@@ -277,10 +283,10 @@ def scale_by_yogi(
 
         nu = tree.map_like(second, updates, state.nu, names=("updates", "nu"))
 
+        c1, c2 = tree.one_minus_power(b1, count), tree.one_minus_power(b2, count)
+
         def ratio(g, m, v):
-            m_hat = _div(m, tree.one_minus_power(b1, count))
-            v_hat = _div(v, tree.one_minus_power(b2, count))
-            return (m_hat / (jnp.sqrt(v_hat + eps_root) + eps)).astype(g.dtype)
+            return (_div(m, c1) / (jnp.sqrt(_div(v, c2) + eps_root) + eps)).astype(g.dtype)
 
         updates = tree.map_like(ratio, updates, mu, nu, names=("updates", "mu", "nu"))
         return updates, ScaleByAdamState(count, mu, nu)
