@@ -82,8 +82,11 @@ def _two_loop(g, s_memory, y_memory, rho, gamma, oldest):
     applies = t <= m  # the coefficient before is a pair's (always, unless padded)
     at = np.minimum(t, m - 1)  # the pair whose coefficient iteration t computes
 
-    def pair(j):
-        return jax.tree.map(lambda x: x[j], s_memory), jax.tree.map(lambda x: x[j], y_memory)
+    def pair(j):  # j is in [0, m): lax's indexing, without x[j]'s handling of negative j
+        def slot(x):
+            return jax.lax.dynamic_index_in_dim(x, j, keepdims=False)
+
+        return jax.tree.map(slot, s_memory), jax.tree.map(slot, y_memory)
 
     def alpha(q, j):  # alpha_j = rho_j <s_j, q>
         return rho[j] * _inner(pair(j)[0], q, dtype)
@@ -199,8 +202,12 @@ def scale_by_lbfgs(
         y = jax.tree.map(difference, updates, state.updates, state.diff_updates_memory)
         sy = _inner(s, y, dtype)
         rho = jnp.where(started, _safe_inverse(sy), 0).astype(dtype)
-        s_memory = jax.tree.map(lambda mem, x: mem.at[newest].set(x), state.diff_params_memory, s)
-        y_memory = jax.tree.map(lambda mem, x: mem.at[newest].set(x), state.diff_updates_memory, y)
+
+        def put(mem, x):  # newest is in [0, m): one slice's update, not mem.at[newest]'s scatter
+            return jax.lax.dynamic_update_index_in_dim(mem, x, newest, 0)
+
+        s_memory = jax.tree.map(put, state.diff_params_memory, s)
+        y_memory = jax.tree.map(put, state.diff_updates_memory, y)
         weights = state.weights_memory.at[newest].set(rho)
 
         if scale_init_precond:
