@@ -163,10 +163,11 @@ def scale_by_adam(
         mu = tree.ema(updates, state.mu, b1)
         nu = tree.ema(updates, state.nu, b2, order=2)
 
-        c1, c2 = _first_moment_corrections(b1, count, nesterov), tree.one_minus_power(b2, count)
+        m_corrections = _first_moment_corrections(b1, count, nesterov)
+        c2 = tree.one_minus_power(b2, count)
 
         def ratio(g, m, v):
-            m_hat = _first_moment_hat(g, m, b1, c1)
+            m_hat = _first_moment_hat(g, m, b1, m_corrections)
             return _div(m_hat, jnp.sqrt(_div(v, c2) + eps_root) + eps).astype(g.dtype)
 
         updates = tree.map_like(ratio, updates, mu, nu, names=("updates", "mu", "nu"))
@@ -657,10 +658,11 @@ def scale_by_radam(
             (safe_rho - 4) * (safe_rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * safe_rho)
         )
 
-        c1, c2 = _first_moment_corrections(b1, count, nesterov), tree.one_minus_power(b2, count)
+        m_corrections = _first_moment_corrections(b1, count, nesterov)
+        c2 = tree.one_minus_power(b2, count)
 
         def step(g, m, v):
-            m_hat = _first_moment_hat(g, m, b1, c1)
+            m_hat = _first_moment_hat(g, m, b1, m_corrections)
             v_hat = _div(v, c2)
             if eps_on_raw_nu:  # torch.optim.RAdam's form
                 root_c2 = jnp.sqrt(c2).astype(v_hat.dtype)

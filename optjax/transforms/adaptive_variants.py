@@ -137,10 +137,11 @@ def scale_by_belief(
 
         nu = tree.map_like(belief, updates, mu, state.nu, names=("updates", "mu", "nu"))
 
-        c1, c2 = _first_moment_corrections(b1, count, nesterov), tree.one_minus_power(b2, count)
+        m_corrections = _first_moment_corrections(b1, count, nesterov)
+        c2 = tree.one_minus_power(b2, count)
 
         def ratio(g, m, s):
-            m_hat = _first_moment_hat(g, m, b1, c1)
+            m_hat = _first_moment_hat(g, m, b1, m_corrections)
             return (m_hat / (jnp.sqrt(_div(s, c2)) + eps)).astype(g.dtype)
 
         updates = tree.map_like(ratio, updates, mu, nu, names=("updates", "mu", "nu"))
