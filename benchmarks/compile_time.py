@@ -8,15 +8,18 @@ value an input where the optimizer takes one), on a tree of N leaves of 64 float
 "small" tree of optimizer_step.py has 2000). Each compile runs in a process of its own, so that
 one that does not finish within ``--limit`` seconds is reported as such (">LIMIT") and the next
 still runs; the two libraries' compiles for one N run one after the other. "compile s" is the
-time of ``jit(step).lower(...).compile()`` alone; "program kB" the size of the compiled
-program's text, which grows linearly with the leaves where each leaf's update reads only its
-own leaf and totals computed once.
+time of ``jit(step).lower(...).compile()`` alone; "step ms" the median of 11 timings of the
+compiled step, run in the same process after its compile (each timing at least 20 ms of steps
+in a row); "program kB" the size of the compiled program's text, which grows linearly with the
+leaves where each leaf's update reads only its own leaf and totals computed once. A step whose
+compile ran past the limit has no step time ("-").
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -26,7 +29,8 @@ HERE = Path(__file__).resolve().parent
 
 
 def one(optimizer: str, library: str, leaves: int) -> dict:
-    """Compile one step in this process: seconds and program size."""
+    """Compile one step in this process, then run it: the compile's seconds, the step's median
+    milliseconds and the program's size."""
     sys.path.insert(0, str(HERE))
     import catalogue_step as cat
     import jax
@@ -42,7 +46,23 @@ def one(optimizer: str, library: str, leaves: int) -> dict:
     start = time.perf_counter()
     compiled = lowered.compile()
     seconds = time.perf_counter() - start
-    return {"compile_s": seconds, "program_kb": len(compiled.as_text()) / 1e3}
+    state = cat.own_buffers(tx.init(params))
+
+    def steps(reps: int) -> float:  # seconds for `reps` steps in a row
+        nonlocal params, state
+        start = time.perf_counter()
+        for _ in range(reps):
+            params, state = compiled(params, state, inputs)
+        jax.block_until_ready((params, state))
+        return time.perf_counter() - start
+
+    reps = max(1, int(0.02 / steps(1)))  # the first run also pays for loading the program
+    step_s = statistics.median(steps(reps) / reps for _ in range(11))
+    return {
+        "compile_s": seconds,
+        "step_ms": 1e3 * step_s,
+        "program_kb": len(compiled.as_text()) / 1e3,
+    }
 
 
 def measure(optimizer: str, library: str, leaves: int, limit: float) -> dict | None:
@@ -76,18 +96,18 @@ def main(argv=None) -> str:
         parser.error(f"--optimizers must be among catalogue_step.py's, got {unknown}")
     sizes = [4, 8] if args.quick else [int(n) for n in args.leaves.split(",")]
     lines = [
-        "| optimizer | leaves | optjax compile s | optax compile s | optjax program kB "
-        "| optax program kB |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| optimizer | leaves | optjax compile s | optax compile s | optjax step ms "
+        "| optax step ms | optjax program kB | optax program kB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for optimizer in optimizers:
         for leaves in sizes:
             cells = [measure(optimizer, lib, leaves, args.limit) for lib in ("optjax", "optax")]
             times = [f"{c['compile_s']:.2f}" if c else f">{args.limit:g}" for c in cells]
+            steps = [f"{c['step_ms']:.3f}" if c else "-" for c in cells]
             sizes_kb = [f"{c['program_kb']:.0f}" if c else "-" for c in cells]
-            lines.append(
-                f"| {optimizer} | {leaves} | {' | '.join(times)} | {' | '.join(sizes_kb)} |"
-            )
+            cols = " | ".join([*times, *steps, *sizes_kb])
+            lines.append(f"| {optimizer} | {leaves} | {cols} |")
             print(lines[-1], file=sys.stderr, flush=True)
     text = "\n".join(lines)
     print(text)

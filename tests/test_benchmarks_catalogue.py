@@ -156,7 +156,8 @@ def test_compile_time_prints_a_row_per_tree_and_marks_a_compile_past_its_limit()
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line.split(" | ") for line in proc.stdout.splitlines()[2:]]
     assert [row[:2] for row in rows] == [["| sign_sgd", "3"]]
-    assert all(float(cell) > 0 for row in rows for cell in row[2:4]), rows  # seconds
-    assert all(float(cell.strip(" |")) > 0 for row in rows for cell in row[4:]), rows  # kB
+    assert all(float(cell) > 0 for row in rows for cell in row[2:4]), rows  # compile seconds
+    assert all(float(cell) > 0 for row in rows for cell in row[4:6]), rows  # step milliseconds
+    assert all(float(cell.strip(" |")) > 0 for row in rows for cell in row[6:]), rows  # kB
     proc = run(script, "--leaves", "4", "--optimizers", "sign_sgd", "--limit", "0.05")
-    assert proc.stdout.splitlines()[2] == "| sign_sgd | 4 | >0.05 | >0.05 | - | - |"
+    assert proc.stdout.splitlines()[2] == "| sign_sgd | 4 | >0.05 | >0.05 | - | - | - | - |"
