@@ -119,7 +119,9 @@ class JaxCase:
     """A jitted step ``(params, state, grads) -> (params, state)`` with params and state donated.
 
     ``xla_bytes`` is the traffic XLA's cost analysis counts for the compiled step: two steps that
-    compile to the same program count the same bytes, whatever their timings say."""
+    compile to the same program count the same bytes, whatever their timings say. ``temp_bytes``
+    is the scratch memory the compiled step asks for on each call (NaN where the backend does
+    not say)."""
 
     def __init__(self, step, params, state, grads, n_params):
         self.args = [params, state]
@@ -132,6 +134,9 @@ class JaxCase:
         cost = self.step.cost_analysis()
         cost = cost[0] if isinstance(cost, list) else cost  # a list in older JAX versions
         self.xla_bytes = float(cost.get("bytes accessed", float("nan"))) if cost else float("nan")
+        memory = self.step.memory_analysis()
+        temp = getattr(memory, "temp_size_in_bytes", None)
+        self.temp_bytes = float("nan") if temp is None else float(temp)
 
     def _run(self, reps):
         params, state = self.args

@@ -143,11 +143,21 @@ def test_compile_time_refuses_an_optimizer_the_catalogue_lacks(bench, capsys, mo
     assert_refused(main, ["--optimizers", "sign_sgd,adam"], ["--optimizers must be among"], capsys)
 
 
-def test_galore_alignment_quick_run_prints_a_row_per_step():
-    proc = run(REPO / "benchmarks" / "galore_alignment.py", "--quick")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [line.split(" | ")[0].strip("| ") for line in proc.stdout.splitlines()[4:]]
-    assert rows == ["optjax", "optjax without alignment", "optjax reading one row", "optax"]
+def test_galore_alignment_quick_runs_print_a_row_per_step_under_either_schedule():
+    script = REPO / "benchmarks" / "galore_alignment.py"
+    temps = {}
+    for schedule in ("breadth", "depth"):
+        proc = run(script, "--quick", "--schedule", schedule)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        lines = proc.stdout.splitlines()
+        assert lines[0].endswith(f"{schedule}-first schedule"), lines[0]
+        rows = [line.strip("| ").split(" | ") for line in lines[4:]]
+        assert [row[0] for row in rows] == ["optjax", "optjax without alignment", "optax"]
+        assert all(float(cell) > 0 for row in rows for cell in row[1:5]), rows
+        assert all(float(row[5]) >= 0 for row in rows), rows  # page faults per step
+        temps[schedule] = rows[0][4]
+    # The flag reaches XLA: optjax's step asks for another amount of scratch under each schedule.
+    assert temps["breadth"] != temps["depth"], temps
 
 
 def test_compile_time_prints_a_row_per_tree_and_marks_a_compile_past_its_limit():
