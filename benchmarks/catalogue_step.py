@@ -383,11 +383,16 @@ FAST_COMPILE = (
 )
 
 
-def compile_fast() -> None:
-    """Add FAST_COMPILE to XLA_FLAGS; it takes effect if JAX's backend has not started yet."""
+def add_xla_flags(added: str) -> None:
+    """Add ``added`` to XLA_FLAGS (unless there already); it takes effect if JAX's backend has
+    not started yet."""
     flags = os.environ.get("XLA_FLAGS", "")
-    if FAST_COMPILE not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} {FAST_COMPILE}".strip()
+    if added not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {added}".strip()
+
+
+def compile_fast() -> None:
+    add_xla_flags(FAST_COMPILE)
 
 
 def main(argv=None) -> dict:

@@ -29,7 +29,6 @@ trials, medians).
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import sys
 from pathlib import Path
@@ -97,8 +96,7 @@ def main(argv=None) -> str:
         help="XLA:CPU's instruction schedule: breadth (its default) or depth first",
     )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    if SCHEDULES[args.schedule]:  # before JAX's backend starts
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {SCHEDULES[args.schedule]}"
+    catalogue_step.add_xla_flags(SCHEDULES[args.schedule])  # before JAX's backend starts
     if args.quick:
         catalogue_step.compile_fast()
     trials, min_trial_s, fault_steps = (3, 0.003, 3) if args.quick else (11, 0.1, 20)

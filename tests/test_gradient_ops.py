@@ -68,28 +68,34 @@ def trajectory(tx, apply, params, grads, extras=()):
     return out
 
 
-def _both(ours, theirs, params, grads, extras, stateless):
-    """Both libraries' runs in one jitted function (one compilation). A stateless transform
-    runs each gradient from the same params, batched with vmap (one step's code)."""
+def _runs(runs, params, grads, extras, stateless):
+    """Each ``(factory, library)`` of ``runs`` (the library's apply_updates steps it) on the same
+    numbers, all in one jitted function (one compilation). A stateless transform runs each
+    gradient from the same params, batched with vmap (one step's code)."""
 
     def run(params, grads, extras):
         if not stateless:
-            return (
-                trajectory(ours(), optjax.apply_updates, params, grads, extras),
-                trajectory(theirs(), optax.apply_updates, params, grads, extras),
-            )
+            return [
+                trajectory(make(), library.apply_updates, params, grads, extras)
+                for make, library in runs
+            ]
         stacked = _stack(grads)
 
         def one(tx):
             return jax.vmap(lambda g: [tx.update(g, tx.init(params), params)])(stacked)
 
-        return one(ours()), one(theirs())
+        return [one(make()) for make, _ in runs]
 
     out = jax.jit(run)(params, grads, list(extras))
     if not stateless:
         return out
     unstack = lambda steps: [jax.tree.map(lambda x, t=t: x[t], steps[0]) for t in range(len(grads))]
-    return unstack(out[0]), unstack(out[1])
+    return [unstack(steps) for steps in out]
+
+
+def _both(ours, theirs, params, grads, extras, stateless):
+    """optjax's ``ours()`` and optax's ``theirs()``: `_runs` of the two."""
+    return _runs([(ours, optjax), (theirs, optax)], params, grads, extras, stateless)
 
 
 def _updates(steps):
@@ -143,17 +149,19 @@ def assert_matches_optax(
         reference = _updates(want)
     p32, g32 = _as(params, jnp.float32), [_as(g, jnp.float32) for g in grads]
     e32 = [_as(e, jnp.float32) for e in extras]
-    ours32, theirs32 = _both(ours, theirs, p32, g32, e32, stateless)
     if noiseless is not None:
         ulp = float(jnp.finfo(jnp.float32).eps)
-        plain, _ = _both(noiseless, noiseless, p32, g32, e32, stateless)
-        leaves = [jax.tree.leaves(_updates(run)) for run in (ours32, theirs32, plain)]
+        runs = [(ours, optjax), (theirs, optax), (noiseless, optjax)]
+        leaves = [
+            jax.tree.leaves(_updates(steps)) for steps in _runs(runs, p32, g32, e32, stateless)
+        ]
         for a, b, c in zip(*leaves, strict=True):
             a, b, c = (np.asarray(x, np.float64) for x in (a, b, c))
             np.testing.assert_array_less(
                 np.abs(a - b), 2 * ulp * (np.abs(c) + np.abs(b - c)) + 1e-45
             )
         return
+    ours32, theirs32 = _both(ours, theirs, p32, g32, e32, stateless)
     assert_float32_as_close(_updates(ours32), _updates(theirs32), reference)
 
 
